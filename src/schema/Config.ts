@@ -1,0 +1,124 @@
+/**
+ * A node's configuration file (SPEC §11): one JSON object with snake_case keys, like the wire.
+ *
+ * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`) are read once at start; changing them needs a
+ *   restart.
+ * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`) are reloaded while the node runs.
+ *
+ * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
+ * a default). Decode errors name the field: `peers[1].fingerprints[0]: expected a fingerprint …`.
+ */
+import { Either, ParseResult, Schema } from "effect"
+import { ApiKeyEntry } from "./ApiKeyEntry.js"
+import { PeerEntry } from "./PeerEntry.js"
+
+/** `host:port`; IPv6 hosts in brackets (`[::1]:4433`). */
+export const ListenAddress = Schema.transformOrFail(
+  Schema.String,
+  Schema.Struct({ host: Schema.String, port: Schema.Int.pipe(Schema.between(0, 65535)) }),
+  {
+    strict: true,
+    decode: (text, _, ast) => {
+      const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text)
+      const port = Number(match?.[3])
+      return match !== null && port <= 65535
+        ? ParseResult.succeed({ host: match[1] ?? match[2] ?? "", port })
+        : ParseResult.fail(new ParseResult.Type(ast, text, "expected host:port, e.g. 0.0.0.0:4433 or [::1]:4433"))
+    },
+    encode: ({ host, port }) => ParseResult.succeed(host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+  }
+).annotations({ identifier: "ListenAddress" })
+export type ListenAddress = typeof ListenAddress.Type
+
+/**
+ * The node's TLS identity (SPEC §3).
+ * - `raw_key`: an Ed25519 key presented in a self-signed certificate; `key_file` is a PKCS#8 PEM private key, and
+ *   when it is absent the key is the vault's node identity key (`m/74'/0'/0'/0'`).
+ * - `x509`: certificate chain and private key, PEM files.
+ * - `self_signed`: a fresh key and certificate generated at every start (its fingerprint changes on restart).
+ */
+export const TlsIdentity = Schema.Union(
+  Schema.Struct({
+    type: Schema.Literal("raw_key"),
+    key_file: Schema.optionalWith(Schema.NonEmptyString, { exact: true })
+  }),
+  Schema.Struct({ type: Schema.Literal("x509"), cert_file: Schema.NonEmptyString, key_file: Schema.NonEmptyString }),
+  Schema.Struct({ type: Schema.Literal("self_signed") })
+).annotations({ identifier: "TlsIdentity" })
+export type TlsIdentity = typeof TlsIdentity.Type
+
+const PositiveInt = Schema.Int.pipe(Schema.greaterThanOrEqualTo(1))
+
+export const RateLimits = Schema.Struct({
+  /** Concurrent connections accepted from one IP address. */
+  max_connections_per_ip: Schema.optionalWith(PositiveInt, { default: () => 100, exact: true }),
+  /** Failed token resolutions on one connection before it is closed. */
+  max_auth_attempts: Schema.optionalWith(PositiveInt, { default: () => 5, exact: true })
+}).annotations({ identifier: "RateLimits" })
+export type RateLimits = typeof RateLimits.Type
+
+export const defaultRateLimits: RateLimits = { max_connections_per_ip: 100, max_auth_attempts: 5 }
+
+export const StaticConfig = Schema.Struct({
+  listen: Schema.optionalWith(ListenAddress, { default: () => ({ host: "127.0.0.1", port: 4433 }), exact: true }),
+  tls: Schema.optionalWith(TlsIdentity, { default: () => ({ type: "raw_key" as const }), exact: true }),
+  drain_timeout_ms: Schema.optionalWith(Schema.NonNegativeInt, { default: () => 2000, exact: true }),
+  /** Where the node keeps its files (e.g. the SQLite database). Relative paths resolve against the config file. */
+  data_dir: Schema.optionalWith(Schema.NonEmptyString, { default: () => "data", exact: true })
+}).annotations({ identifier: "StaticConfig" })
+export type StaticConfig = typeof StaticConfig.Type
+
+/** Peers and API keys must be unique by `peer_id` / `prefix`; the issue points at the second occurrence. */
+const uniqueBy = <A>(list: ReadonlyArray<A>, key: (a: A) => string, field: string, name: string) => {
+  const seen = new Set<string>()
+  for (const [index, item] of list.entries()) {
+    const k = key(item)
+    if (seen.has(k)) return { path: [field, index, name], message: `duplicate ${name} ${JSON.stringify(k)}` }
+    seen.add(k)
+  }
+  return undefined
+}
+
+export const DynamicConfig = Schema.Struct({
+  peers: Schema.optionalWith(Schema.Array(PeerEntry), { default: () => [], exact: true }),
+  api_keys: Schema.optionalWith(Schema.Array(ApiKeyEntry), { default: () => [], exact: true }),
+  rate_limits: Schema.optionalWith(RateLimits, { default: () => defaultRateLimits, exact: true })
+}).pipe(
+  Schema.filter((config) =>
+    uniqueBy(config.peers, (p) => p.peer_id, "peers", "peer_id") ??
+      uniqueBy(config.api_keys, (k) => k.prefix, "api_keys", "prefix") ?? true
+  ),
+  Schema.annotations({ identifier: "DynamicConfig" })
+)
+export type DynamicConfig = typeof DynamicConfig.Type
+
+export const emptyDynamic: DynamicConfig = { peers: [], api_keys: [], rate_limits: defaultRateLimits }
+
+/** The whole file: static and dynamic fields side by side at the top level. */
+export const Config = Schema.extend(StaticConfig, DynamicConfig).annotations({ identifier: "Config" })
+export type Config = typeof Config.Type
+
+/** Render a path like `peers[1].fingerprints[0]`. */
+const renderPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.reduce<string>(
+    (out, key) => typeof key === "number" ? `${out}[${key}]` : out === "" ? String(key) : `${out}.${String(key)}`,
+    ""
+  )
+
+/** One line per problem, each naming its field: `api_keys[0].expires_at: Expected DateTimeUtc, actual "soon"`. */
+export const formatError = (error: ParseResult.ParseError): string =>
+  ParseResult.ArrayFormatter.formatErrorSync(error)
+    .map((issue) => `${issue.path.length === 0 ? "config" : renderPath(issue.path)}: ${issue.message}`)
+    .join("; ")
+
+const decodeJson = Schema.decodeUnknownEither(Schema.parseJson(Config), { errors: "all", onExcessProperty: "error" })
+
+/** Decode a config file's text. The error is a single readable line naming every offending field. */
+export const decode = (text: string): Either.Either<Config, string> => Either.mapLeft(decodeJson(text), formatError)
+
+/** The dynamic part of a decoded config. */
+export const dynamicOf = (config: Config): DynamicConfig => ({
+  peers: config.peers,
+  api_keys: config.api_keys,
+  rate_limits: config.rate_limits
+})
