@@ -119,7 +119,7 @@ export class FrameDecoder {
     if (chunk.length === 0) return out
     // Fast path: nothing buffered, decode straight out of the chunk.
     let offset = 0
-    if (this.buffered === 0) {
+    if (this.buffered === 0 && this.expected < 0) {
       while (chunk.length - offset >= 4) {
         const length = readLength(chunk, offset, this.maxFrameBytes)
         if (chunk.length - offset - 4 < length) break

@@ -1,0 +1,441 @@
+/**
+ * A call-protocol connection over any `CallTransport` (SPEC §4–§8), symmetric: the same object serves the peer's
+ * calls (dispatching them to `source`) and makes outgoing `call` / `subscribe` calls to the peer.
+ *
+ * Identity hooks (SPEC §5 step 2, §10–§11), so an `IdentityProvider` wires in unchanged:
+ * - `identity`: the connection's identity, evaluated for every request (so a peer entry changed while the connection
+ *   is up applies to its next request): e.g. `provider.resolveFingerprint(fp)`, or a fixed `Option`.
+ * - `resolveToken`: a request's `auth_token` (as `Redacted`) → identity; `Some` replaces the connection identity for
+ *   that request only, `None` falls back to it and counts as a failed attempt.
+ * - `maxAuthAttempts` (dynamic config, default 5): after that many failed token resolutions the connection is closed.
+ *
+ * Correlation is by `id` only (see `Transport.ts`): every envelope read from any exchange is routed by its type and id.
+ * Each exchange is read by its own fiber (no head-of-line blocking between calls). A subscription's items go through a
+ * bounded buffer (`subscriptionBuffer`, default 16): when it is full, the reader stops reading that exchange and the
+ * transport's flow control slows the producer — items are never dropped and never buffered without bound.
+ *
+ * Closing (the scope, `close`, the peer, or the transport) interrupts every in-flight call and fails every pending
+ * outbound call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
+ * stops early) sends `call.aborted` for it.
+ */
+import { Deferred, Duration, Effect, Exit, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
+import type { Scope } from "effect"
+import * as CallError from "../errors/CallError.js"
+import type { TransportError } from "../errors/TransportError.js"
+import type { EventEnvelope } from "../schema/Envelope.js"
+import type { Identity } from "../schema/Identity.js"
+import * as Operation from "../services/Operation.js"
+import * as Discovery from "./Discovery.js"
+import * as Dispatcher from "./Dispatcher.js"
+import type { OperationSource } from "./Dispatcher.js"
+import type { CallTransport, Exchange } from "./Transport.js"
+
+export interface Options {
+  /** The operations this side serves (default: only the discovery operations). */
+  readonly source?: OperationSource
+  /** The connection's identity, evaluated per request (default: none). */
+  readonly identity?: Option.Option<Identity> | Effect.Effect<Option.Option<Identity>>
+  /** Resolve a request's bearer token (default: tokens are ignored). */
+  readonly resolveToken?: (token: Redacted.Redacted<string>) => Effect.Effect<Option.Option<Identity>>
+  /** Failed token resolutions before the connection is closed (default 5; an Effect is read on every failure). */
+  readonly maxAuthAttempts?: number | Effect.Effect<number>
+  /** Deadline of incoming root queries/mutations that carry no `timeout_ms` (default 30 s). */
+  readonly defaultTimeout?: Duration.DurationInput
+  /** Items buffered per outgoing subscription before reading stops (default 16). */
+  readonly subscriptionBuffer?: number
+  /** Bearer token sent as `auth_token` on every outgoing call (a call's own `authToken` wins). */
+  readonly authToken?: Redacted.Redacted<string>
+}
+
+export interface CallOptions {
+  /** Caller-side deadline: TIMEOUT after it (and `call.aborted` is sent); also sent as `timeout_ms`. */
+  readonly timeout?: Duration.DurationInput
+  /** Bearer token for this call only. */
+  readonly authToken?: Redacted.Redacted<string>
+  /** Who this call is made on behalf of (audit only; the callee's access control never reads it). */
+  readonly forwardedFor?: Identity
+}
+
+export interface Stats {
+  /** Incoming calls being served. */
+  readonly requests: number
+  /** Outgoing calls waiting for their answer. */
+  readonly pending: number
+  /** Accepted exchanges still being read. */
+  readonly exchanges: number
+  /** Handlers running (root and composed). */
+  readonly handlers: number
+  /** `ContinueRunning` children still running. */
+  readonly detached: number
+}
+
+export interface Connection {
+  /** Call a query or mutation of the peer; input and output in wire (JSON) form. */
+  readonly call: (operation: string, input: unknown, options?: CallOptions) => Effect.Effect<unknown, CallError.CallError>
+  /** Subscribe to a subscription of the peer; stopping early sends `call.aborted`. */
+  readonly subscribe: (
+    operation: string,
+    input: unknown,
+    options?: CallOptions
+  ) => Stream.Stream<unknown, CallError.CallError>
+  /** Close the connection (idempotent); resolves when everything it ran has stopped. */
+  readonly close: Effect.Effect<void>
+  /** Resolves when the connection has closed (by either side). */
+  readonly closed: Effect.Effect<void>
+  readonly isClosed: () => boolean
+  /** Live counts, for leak checks: all zero when nothing is in flight. */
+  readonly stats: Effect.Effect<Stats>
+  readonly dispatcher: Dispatcher.Dispatcher
+}
+
+/** The pending side of an outgoing call: what to do with the envelopes correlated to it. */
+interface Pending {
+  done: boolean
+  readonly responded: (output: unknown) => Effect.Effect<void>
+  readonly failed: (error: CallError.CallError) => Effect.Effect<void>
+  readonly completed: () => Effect.Effect<void>
+}
+
+/** Per accepted exchange: the requests that arrived on it. */
+interface ExchangeState {
+  readonly ids: Set<string>
+  finished: boolean
+}
+
+const emptySource = Discovery.withDiscovery({ lookup: () => undefined, list: () => [] })
+
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** `forwarded_for` off the wire: a malformed one is ignored (SPEC §5 step 3). */
+const parseForwardedFor = (u: unknown): Option.Option<Identity> => {
+  if (!isObject(u) || typeof u.id !== "string" || !Array.isArray(u.scopes) || !isObject(u.resources)) {
+    return Option.none()
+  }
+  if (!u.scopes.every((s) => typeof s === "string")) return Option.none()
+  for (const actions of Object.values(u.resources)) {
+    if (!Array.isArray(actions) || !actions.every((a) => typeof a === "string")) return Option.none()
+  }
+  return Option.some({ id: u.id, scopes: u.scopes, resources: u.resources as Identity["resources"] })
+}
+
+const closedError = CallError.connectionClosed
+
+export const make = (transport: CallTransport, options: Options = {}): Effect.Effect<Connection, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const dispatcher = yield* Dispatcher.make({
+      source: options.source ?? emptySource,
+      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
+    })
+    const requests = yield* FiberMap.make<string, void, never>()
+    const exchanges = yield* FiberSet.make<void, never>()
+    const pending = new Map<string, Pending>()
+    const closedSignal = yield* Deferred.make<void>()
+    const subscriptionBuffer = Math.max(1, options.subscriptionBuffer ?? 16)
+    const connectionIdentity: Effect.Effect<Option.Option<Identity>> = options.identity === undefined
+      ? Effect.succeed(Option.none())
+      : Option.isOption(options.identity)
+      ? Effect.succeed(options.identity)
+      : options.identity
+    const maxAuthAttempts: Effect.Effect<number> = typeof options.maxAuthAttempts === "number"
+      ? Effect.succeed(options.maxAuthAttempts)
+      : options.maxAuthAttempts ?? Effect.succeed(5)
+    let closed = false
+    let authFailures = 0
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Shutdown
+
+    const shutdown = Effect.suspend(() => {
+      if (closed) return Deferred.await(closedSignal)
+      closed = true
+      const waiting = [...pending.values()]
+      return Effect.forEach(waiting, (entry) => entry.done ? Effect.void : entry.failed(closedError()), {
+        discard: true
+      }).pipe(
+        Effect.zipRight(transport.close),
+        Effect.zipRight(FiberSet.clear(exchanges)),
+        Effect.zipRight(FiberMap.clear(requests)),
+        Effect.zipRight(Deferred.succeed(closedSignal, undefined))
+      )
+    })
+    yield* Effect.addFinalizer(() => shutdown)
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Routing: every envelope, whatever exchange it came on, by type and id.
+
+    const route = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
+      switch (envelope.type) {
+        case "call.requested":
+          return startRequest(envelope, exchange, state)
+        case "call.aborted": {
+          const fiber = FiberMap.unsafeGet(requests, envelope.id)
+          if (Option.isSome(fiber)) return Effect.asVoid(Effect.fork(FiberMap.remove(requests, envelope.id)))
+          const entry = pending.get(envelope.id)
+          return entry === undefined || entry.done ? Effect.void : entry.failed(CallError.internal("request aborted by peer"))
+        }
+        case "call.responded": {
+          const entry = pending.get(envelope.id)
+          return entry === undefined || entry.done ? Effect.void : entry.responded(envelope.payload.output ?? null)
+        }
+        case "call.error": {
+          const entry = pending.get(envelope.id)
+          return entry === undefined || entry.done ? Effect.void : entry.failed(CallError.fromPayload(envelope.payload))
+        }
+        case "call.completed": {
+          const entry = pending.get(envelope.id)
+          return entry === undefined || entry.done ? Effect.void : entry.completed()
+        }
+        default:
+          return Effect.void
+      }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Serving: incoming exchanges and the requests on them.
+
+    const finishExchange = (exchange: Exchange, state: ExchangeState) =>
+      Effect.suspend(() => {
+        if (state.finished) return Effect.void
+        state.finished = true
+        return Effect.zipRight(exchange.end, exchange.close)
+      })
+
+    const serveExchange = (exchange: Exchange): Effect.Effect<void> => {
+      const state: ExchangeState = { ids: new Set(), finished: false }
+      return exchange.receive.pipe(
+        Stream.runForEach((envelope) => route(envelope, exchange, state)),
+        Effect.exit,
+        Effect.flatMap((exit) => {
+          // A reset or invalid frame: the requests on this exchange lost their caller.
+          const abandoned = Exit.isFailure(exit) ? [...state.ids] : []
+          return Effect.zipRight(
+            Effect.forEach(abandoned, (id) => FiberMap.remove(requests, id), { discard: true }),
+            state.ids.size === 0 || Exit.isFailure(exit) ? finishExchange(exchange, state) : Effect.void
+          )
+        }),
+        Effect.onInterrupt(() => exchange.close)
+      )
+    }
+
+    const resolveIdentity = (token: unknown): Effect.Effect<Option.Option<Identity>> => {
+      if (typeof token !== "string" || options.resolveToken === undefined) return connectionIdentity
+      return Effect.flatMap(options.resolveToken(Redacted.make(token)), (resolved) => {
+        if (Option.isSome(resolved)) return Effect.succeed(resolved)
+        authFailures++
+        return Effect.flatMap(maxAuthAttempts, (max) =>
+          authFailures >= max
+            ? Effect.zipRight(transport.close, Effect.interrupt)
+            : connectionIdentity)
+      })
+    }
+
+    const send = (exchange: Exchange, envelope: EventEnvelope) => exchange.send(envelope)
+
+    const sendError = (exchange: Exchange, id: string, error: CallError.CallError) =>
+      send(exchange, { type: "call.error", id, payload: error.toPayload() })
+
+    /** Send an output; one that cannot be encoded (not JSON, too large) becomes INTERNAL for the caller. */
+    const sendOutput = (exchange: Exchange, id: string, output: unknown) =>
+      Effect.catchIf(
+        send(exchange, { type: "call.responded", id, payload: { output } }),
+        (e) => e.reason === "InvalidFrame",
+        (e) =>
+          Effect.zipRight(
+            Effect.logError(`cannot send the output of request ${id}: ${e.message}`),
+            Effect.zipRight(sendError(exchange, id, CallError.internal("internal error")), Effect.interrupt)
+          )
+      )
+
+    const handleRequest = (envelope: EventEnvelope, exchange: Exchange): Effect.Effect<void, TransportError> => {
+      const { id, payload } = envelope
+      if (typeof payload.operationId !== "string") {
+        return sendError(exchange, id, CallError.invalidInput("missing required field: operationId"))
+      }
+      const operation = payload.operationId
+      const timeoutMs = payload.timeout_ms
+      return resolveIdentity(payload.auth_token).pipe(
+        Effect.flatMap((identity) =>
+          dispatcher.prepare({
+            requestId: id,
+            operation,
+            input: payload.input,
+            identity,
+            forwardedFor: parseForwardedFor(payload.forwarded_for),
+            timeout: typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs >= 0
+              ? Duration.millis(timeoutMs)
+              : undefined
+          }, "any")
+        ),
+        Effect.flatMap((prepared) =>
+          prepared._tag === "Unary"
+            ? Effect.flatMap(prepared.run, (output) => sendOutput(exchange, id, output))
+            : Effect.zipRight(
+              Stream.runForEach(prepared.run, (item) => sendOutput(exchange, id, item)),
+              send(exchange, { type: "call.completed", id, payload: {} })
+            )
+        ),
+        Effect.catchAll((error) => error._tag === "CallError" ? sendError(exchange, id, error) : Effect.fail(error))
+      )
+    }
+
+    const startRequest = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
+      const id = envelope.id
+      if (closed || FiberMap.unsafeHas(requests, id)) return Effect.void // a duplicate id in flight is ignored
+      state.ids.add(id)
+      const request = handleRequest(envelope, exchange).pipe(
+        Effect.catchAll(() => Effect.void), // the caller is gone: nothing to answer
+        Effect.ensuring(Effect.suspend(() => {
+          state.ids.delete(id)
+          return state.ids.size === 0 ? finishExchange(exchange, state) : Effect.void
+        }))
+      )
+      return Effect.asVoid(FiberMap.run(requests, id, request, { onlyIfMissing: true }))
+    }
+
+    yield* transport.accept.pipe(
+      Stream.runForEach((exchange) =>
+        closed ? exchange.close : Effect.asVoid(FiberSet.run(exchanges, serveExchange(exchange)))
+      ),
+      Effect.ignore,
+      Effect.zipRight(Effect.forkDaemon(shutdown)),
+      Effect.forkScoped
+    )
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Calling: outgoing calls and subscriptions.
+
+    const requestEnvelope = (id: string, operation: string, input: unknown, callOptions: CallOptions): EventEnvelope => {
+      const payload: Record<string, unknown> = {
+        operationId: `/${Operation.normalizeName(operation)}`,
+        input: input === undefined ? null : input
+      }
+      const token = callOptions.authToken ?? options.authToken
+      if (token !== undefined) payload.auth_token = Redacted.value(token)
+      if (callOptions.forwardedFor !== undefined) payload.forwarded_for = callOptions.forwardedFor
+      if (callOptions.timeout !== undefined) {
+        payload.timeout_ms = Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(callOptions.timeout))))
+      }
+      return { type: "call.requested", id, payload }
+    }
+
+    const outgoingState = (): ExchangeState => ({ ids: new Set(), finished: false })
+
+    /** Read an outgoing call's own exchange, routing every envelope, until its entry is done or the exchange ends. */
+    const readOwn = (exchange: Exchange, entry: Pending) => {
+      const state = outgoingState()
+      return exchange.receive.pipe(
+        Stream.runForEachWhile((envelope) => Effect.as(route(envelope, exchange, state), !entry.done)),
+        Effect.ignore,
+        Effect.zipRight(Effect.suspend(() => entry.done ? Effect.void : entry.failed(closedError())))
+      )
+    }
+
+    /** Open an exchange and register the entry; release aborts an unfinished call and closes the exchange. */
+    const openCall = (id: string, entry: Pending) =>
+      Effect.acquireRelease(
+        Effect.suspend(() => {
+          if (closed) return Effect.fail(closedError())
+          return Effect.map(Effect.mapError(transport.open, closedError), (exchange) => {
+            pending.set(id, entry)
+            return exchange
+          })
+        }),
+        (exchange) =>
+          Effect.suspend(() => {
+            pending.delete(id)
+            const abort = entry.done || closed
+              ? Effect.void
+              : Effect.ignore(exchange.send({ type: "call.aborted", id, payload: {} }))
+            entry.done = true
+            return Effect.zipRight(abort, Effect.zipRight(exchange.end, exchange.close))
+          })
+      )
+
+    const sendRequest = (exchange: Exchange, envelope: EventEnvelope) =>
+      Effect.mapError(
+        exchange.send(envelope),
+        (e) => e.reason === "InvalidFrame" ? CallError.invalidInput(`input cannot be sent: ${e.message}`) : closedError()
+      )
+
+    const call = (
+      operation: string,
+      input: unknown,
+      callOptions: CallOptions = {}
+    ): Effect.Effect<unknown, CallError.CallError> =>
+      Effect.suspend(() => {
+        const id = crypto.randomUUID()
+        const result = Deferred.unsafeMake<unknown, CallError.CallError>(undefined as never)
+        const entry: Pending = {
+          done: false,
+          responded: (output) => settle(Deferred.succeed(result, output)),
+          failed: (error) => settle(Deferred.fail(result, error)),
+          completed: () => settle(Deferred.fail(result, CallError.internal("call completed without a response")))
+        }
+        const settle = (effect: Effect.Effect<boolean>) =>
+          Effect.suspend(() => {
+            entry.done = true
+            return Effect.asVoid(effect)
+          })
+        const run = Effect.scoped(
+          Effect.flatMap(openCall(id, entry), (exchange) =>
+            sendRequest(exchange, requestEnvelope(id, operation, input, callOptions)).pipe(
+              Effect.zipRight(readOwn(exchange, entry)),
+              Effect.zipRight(Deferred.await(result))
+            ))
+        )
+        return callOptions.timeout === undefined
+          ? run
+          : Effect.timeoutFail(run, { duration: callOptions.timeout, onTimeout: CallError.timeout })
+      })
+
+    const subscribe = (
+      operation: string,
+      input: unknown,
+      callOptions: CallOptions = {}
+    ): Stream.Stream<unknown, CallError.CallError> =>
+      Stream.unwrapScoped(Effect.gen(function*() {
+        const id = crypto.randomUUID()
+        const items = yield* Effect.acquireRelease(
+          Queue.bounded<Take.Take<unknown, CallError.CallError>>(subscriptionBuffer),
+          Queue.shutdown
+        )
+        const entry: Pending = {
+          done: false,
+          responded: (output) => Queue.offer(items, Take.of(output)),
+          failed: (error) => finish(Take.fail(error)),
+          completed: () => finish(Take.end)
+        }
+        const finish = (take: Take.Take<unknown, CallError.CallError>) =>
+          Effect.suspend(() => {
+            entry.done = true
+            return Queue.offer(items, take)
+          })
+        const exchange = yield* openCall(id, entry)
+        yield* sendRequest(exchange, requestEnvelope(id, operation, input, callOptions))
+        yield* Effect.forkScoped(readOwn(exchange, entry))
+        const stream = Stream.flattenTake(Stream.fromQueue(items))
+        return callOptions.timeout === undefined ? stream : Stream.interruptWhen(
+          stream,
+          Effect.zipRight(Effect.sleep(callOptions.timeout), Effect.fail(CallError.timeout()))
+        )
+      }))
+
+    return {
+      call,
+      subscribe,
+      close: Effect.zipRight(Effect.forkDaemon(shutdown), Deferred.await(closedSignal)),
+      closed: Deferred.await(closedSignal),
+      isClosed: () => closed,
+      stats: Effect.map(
+        Effect.all([FiberMap.size(requests), FiberSet.size(exchanges)]),
+        ([requestCount, exchangeCount]): Stats => ({
+          requests: requestCount,
+          pending: pending.size,
+          exchanges: exchangeCount,
+          handlers: dispatcher.running(),
+          detached: dispatcher.detached()
+        })
+      ),
+      dispatcher
+    }
+  })

@@ -1,0 +1,348 @@
+/**
+ * The dispatcher: SPEC §5 (root calls, from the wire or in-process) and §7–§8 (composed calls through `ctx.env`).
+ *
+ * Root calls: `prepare` runs steps 4–8 (lookup, visibility, dispatch path, access control, input validation) and
+ * returns the handler run with its deadline (step 9). Identity resolution and `forwarded_for` (steps 1–3) belong to
+ * the caller of `prepare` (the connection knows the token resolver and the connection identity).
+ *
+ * Composed calls (`ctx.env.invoke`): scoped-env reachability (outside → NOT_FOUND), lookup, INVALID_OPERATION_TYPE for
+ * subscriptions, the authority switch (the child's access check runs against the composing handler's authority),
+ * `internal = true`, fresh metadata, no `forwarded_for`, inherited capabilities and deadline.
+ *
+ * Cancellation is fiber interruption. Under `AbortDependents` a child runs inline in its parent's fiber, so
+ * interrupting the parent interrupts the child. Under `ContinueRunning` the child runs in a fiber of the dispatcher's
+ * own set (so interrupting the parent does not reach it) and the parent joins it; every call node carries an
+ * abort mark, and a call whose ancestor was aborted cannot start children ("request aborted").
+ *
+ * Where names resolve is an `OperationSource`: the curated registry now; the peer graph composes overlays later by
+ * passing another source, or by resolving a registration itself and calling `invokeRegistration`.
+ */
+import { Cause, Clock, Duration, Effect, Either, Fiber, FiberSet, Option, ParseResult, Stream } from "effect"
+import type { Scope } from "effect"
+import * as CallError from "../errors/CallError.js"
+import type { Identity } from "../schema/Identity.js"
+import * as Operation from "../services/Operation.js"
+import type { HandlerRegistration, InvokeOptions, OperationContext } from "../services/Operation.js"
+
+/** Where operation names resolve. */
+export interface OperationSource {
+  readonly lookup: (name: string) => HandlerRegistration | undefined
+  /** Every registration, for discovery. */
+  readonly list: () => Iterable<HandlerRegistration>
+}
+
+/** A root call (from the wire or from in-process code). */
+export interface RootRequest {
+  readonly requestId: string
+  /** The operation name; a leading slash is accepted. */
+  readonly operation: string
+  readonly input: unknown
+  readonly identity: Option.Option<Identity>
+  readonly forwardedFor: Option.Option<Identity>
+  /** Overrides the default deadline (the wire's `timeout_ms`). */
+  readonly timeout?: Duration.Duration | undefined
+}
+
+/** The dispatch path a root call came by: `any` = the wire (it branches on the op type). */
+export type DispatchPath = "unary" | "streaming" | "any"
+
+export type Prepared =
+  | { readonly _tag: "Unary"; readonly run: Effect.Effect<unknown, CallError.CallError> }
+  | { readonly _tag: "Streaming"; readonly run: Stream.Stream<unknown, CallError.CallError> }
+
+export interface Dispatcher {
+  readonly source: OperationSource
+  /** SPEC §5 steps 4–9 for a root call. */
+  readonly prepare: (request: RootRequest, path: DispatchPath) => Effect.Effect<Prepared, CallError.CallError>
+  /** `ctx.env.invoke`: a composed call by name, resolved through `source`. */
+  readonly invokeChild: (
+    parent: OperationContext,
+    name: string,
+    input: unknown,
+    options?: InvokeOptions
+  ) => Effect.Effect<unknown, CallError.CallError>
+  /** A composed call of an already-resolved registration (for overlays that route names themselves). */
+  readonly invokeRegistration: (
+    parent: OperationContext,
+    registration: HandlerRegistration,
+    input: unknown,
+    options?: InvokeOptions
+  ) => Effect.Effect<unknown, CallError.CallError>
+  /** Handlers running now (root and composed). */
+  readonly running: () => number
+  /** `ContinueRunning` children running in the dispatcher's own fibers. */
+  readonly detached: () => number
+}
+
+export interface Options {
+  readonly source: OperationSource
+  /** Deadline of a root query/mutation (default 30 s). Subscriptions have none unless the request sets one. */
+  readonly defaultTimeout?: Duration.DurationInput
+}
+
+/** The mark an abort leaves on a call node; children check their ancestors before starting. */
+interface AbortNode {
+  aborted: boolean
+  readonly parent: AbortNode | undefined
+}
+
+const abortNodes = new WeakMap<OperationContext, AbortNode>()
+
+const ancestorAborted = (node: AbortNode | undefined): boolean => {
+  for (let n = node; n !== undefined; n = n.parent) if (n.aborted) return true
+  return false
+}
+
+/** The `INVALID_INPUT` message for a parse issue: it names the failing path. */
+export const describeInputIssue = (issue: ParseResult.ParseIssue): string => {
+  const [first] = ParseResult.ArrayFormatter.formatIssueSync(issue)
+  if (first === undefined) return "invalid input"
+  const path = first.path.map(String).join(".")
+  if (first._tag === "Missing") return `missing required field: ${path}`
+  return path === "" ? `invalid input: ${first.message}` : `invalid input at ${path}: ${first.message}`
+}
+
+/** Map what a handler failed with to what the caller sees (declared codes pass, the rest is INTERNAL). */
+const mapHandlerFailure = (registration: HandlerRegistration, cause: Cause.Cause<CallError.CallError>) => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && failure.value instanceof CallError.CallError) {
+    const error = failure.value
+    if (CallError.isProtocolCode(error.code)) return Effect.fail(error)
+    const declared = registration.spec.errors.find((e) => e.code === error.code)
+    if (declared === undefined) {
+      return Effect.fail(CallError.internal(error.message, { code: error.code }))
+    }
+    if (declared.schema === undefined || error.details === undefined) return Effect.fail(error)
+    const details = ParseResult.encodeUnknownEither(declared.schema)(error.details)
+    if (Either.isRight(details)) {
+      return Effect.fail(new CallError.CallError({ ...error, details: details.right }))
+    }
+    return Effect.zipRight(
+      Effect.logError(`operation ${registration.spec.name}: details of ${error.code} do not match its schema`),
+      Effect.fail(CallError.internal("internal error"))
+    )
+  }
+  // A defect (or a failure that is not a CallError): log it here, never put it on the wire.
+  return Effect.zipRight(
+    Effect.logError(`operation ${registration.spec.name} failed with a defect`, cause),
+    Effect.fail(CallError.internal("internal error"))
+  )
+}
+
+const encodeOutput = (registration: HandlerRegistration, output: unknown) => {
+  const encoded = registration.spec.encodeOutput(output)
+  return Either.isRight(encoded) ? Effect.succeed(encoded.right) : Effect.zipRight(
+    Effect.logError(
+      `operation ${registration.spec.name} returned an output that does not match its schema`,
+      ParseResult.TreeFormatter.formatIssueSync(encoded.left)
+    ),
+    Effect.fail(CallError.internal("internal error"))
+  )
+}
+
+export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const source = options.source
+    const defaultTimeoutMillis = Duration.toMillis(Duration.decode(options.defaultTimeout ?? "30 seconds"))
+    const detachedFibers = yield* FiberSet.make<unknown, CallError.CallError>()
+    const runDetached = yield* FiberSet.runtime(detachedFibers)<never>()
+    let running = 0
+    let detached = 0
+
+    const makeContext = (
+      fields: Omit<OperationContext, "env" | "metadata">,
+      node: AbortNode
+    ): OperationContext => {
+      const ctx: OperationContext = Object.freeze({
+        ...fields,
+        metadata: new Map<string, unknown>(),
+        env: Object.freeze({
+          invoke: (name: string, input: unknown, invokeOptions?: InvokeOptions) =>
+            invokeChild(ctx, name, input, invokeOptions)
+        })
+      })
+      abortNodes.set(ctx, node)
+      return ctx
+    }
+
+    /** Run a unary handler: output encoded, failures mapped, an interruption marks the node aborted. */
+    const runUnary = (registration: HandlerRegistration, input: unknown, ctx: OperationContext, node: AbortNode) => {
+      const handler = registration.handler
+      if (handler._tag !== "Unary") return Effect.die("unreachable: unary run of a streaming handler")
+      return Effect.suspend(() => {
+        running++
+        return handler.run(input, ctx)
+      }).pipe(
+        Effect.flatMap((output) => encodeOutput(registration, output)),
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : mapHandlerFailure(registration, cause)
+        ),
+        Effect.onInterrupt(() => Effect.sync(() => (node.aborted = true))),
+        Effect.ensuring(Effect.sync(() => running--))
+      )
+    }
+
+    /** Bound an effect by an absolute deadline: TIMEOUT (retryable) and the effect is interrupted. */
+    const withDeadline = <A>(effect: Effect.Effect<A, CallError.CallError>, deadline: Option.Option<number>) =>
+      Option.isNone(deadline) ? effect : Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const remaining = deadline.value - now
+        return remaining <= 0
+          ? Effect.fail(CallError.timeout())
+          : Effect.timeoutFail(effect, { duration: remaining, onTimeout: CallError.timeout })
+      })
+
+    const prepare = (request: RootRequest, path: DispatchPath): Effect.Effect<Prepared, CallError.CallError> => {
+      const name = Operation.normalizeName(request.operation)
+      const registration = source.lookup(name)
+      // Steps 4–5: unknown, or Internal from a caller → the same NOT_FOUND (existence is not leaked).
+      if (registration === undefined || registration.spec.visibility === "internal") {
+        return Effect.fail(CallError.notFound(name))
+      }
+      const streaming = registration.spec.opType === "subscription"
+      // Step 6: the dispatch path must match the op type.
+      if (path !== "any" && streaming !== (path === "streaming")) {
+        return Effect.fail(CallError.invalidOperationType(
+          streaming
+            ? `operation ${name} is a subscription; subscribe to it`
+            : `operation ${name} is a ${registration.spec.opType}; call it`
+        ))
+      }
+      // Step 7: access control; capabilities are attached only after it passed.
+      const denied = Operation.check(registration.spec.accessControl, request.identity)
+      if (denied !== undefined) return Effect.fail(denied)
+      // Step 8: validate the input.
+      const decoded = registration.spec.decodeInput(request.input === undefined ? null : request.input)
+      if (Either.isLeft(decoded)) return Effect.fail(CallError.invalidInput(describeInputIssue(decoded.left)))
+      // Step 9: the root context and its deadline.
+      const timeoutMillis = request.timeout !== undefined
+        ? Duration.toMillis(request.timeout)
+        : streaming
+        ? undefined
+        : defaultTimeoutMillis
+      return Effect.map(Clock.currentTimeMillis, (now): Prepared => {
+        const node: AbortNode = { aborted: false, parent: undefined }
+        const deadline = timeoutMillis === undefined ? Option.none() : Option.some(now + timeoutMillis)
+        const ctx = makeContext({
+          operation: name,
+          requestId: request.requestId,
+          parentRequestId: Option.none(),
+          identity: request.identity,
+          handlerIdentity: registration.authority,
+          forwardedFor: request.forwardedFor,
+          capabilities: registration.capabilities,
+          scopedEnv: registration.scopedEnv,
+          abortPolicy: "AbortDependents",
+          deadline,
+          internal: false
+        }, node)
+        if (!streaming) {
+          return { _tag: "Unary", run: withDeadline(runUnary(registration, decoded.right, ctx, node), deadline) }
+        }
+        return { _tag: "Streaming", run: runStreaming(registration, decoded.right, ctx, node) }
+      })
+    }
+
+    const runStreaming = (
+      registration: HandlerRegistration,
+      input: unknown,
+      ctx: OperationContext,
+      node: AbortNode
+    ): Stream.Stream<unknown, CallError.CallError> => {
+      const handler = registration.handler
+      if (handler._tag !== "Streaming") return Stream.die("unreachable: streaming run of a unary handler")
+      const items = Stream.suspend(() => {
+        running++
+        return handler.run(input, ctx)
+      }).pipe(
+        Stream.mapEffect((item) => encodeOutput(registration, item)),
+        Stream.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause) ? Stream.failCause(cause) : Stream.fromEffect(mapHandlerFailure(registration, cause))
+        ),
+        Stream.ensuringWith((exit) =>
+          Effect.sync(() => {
+            running--
+            if (exit._tag === "Failure" && Cause.isInterruptedOnly(exit.cause)) node.aborted = true
+          })
+        )
+      )
+      if (Option.isNone(ctx.deadline)) return items
+      const deadline = ctx.deadline.value
+      return Stream.interruptWhen(
+        items,
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.zipRight(Effect.sleep(Math.max(0, deadline - now)), Effect.fail(CallError.timeout())))
+      )
+    }
+
+    const invokeChild = (
+      parent: OperationContext,
+      rawName: string,
+      input: unknown,
+      invokeOptions?: InvokeOptions
+    ): Effect.Effect<unknown, CallError.CallError> => {
+      const name = Operation.normalizeName(rawName)
+      // The scoped env bounds reachability: outside it, the operation does not exist for this handler.
+      if (!parent.scopedEnv.allows(name)) return Effect.fail(CallError.notFound(name))
+      const registration = source.lookup(name)
+      if (registration === undefined) return Effect.fail(CallError.notFound(name))
+      return invokeRegistration(parent, registration, input, invokeOptions)
+    }
+
+    const invokeRegistration = (
+      parent: OperationContext,
+      registration: HandlerRegistration,
+      input: unknown,
+      invokeOptions?: InvokeOptions
+    ): Effect.Effect<unknown, CallError.CallError> => {
+      const name = registration.spec.name
+      if (registration.spec.opType === "subscription") {
+        return Effect.fail(CallError.invalidOperationType(`operation ${name} is a subscription; env.invoke cannot call it`))
+      }
+      const parentNode = abortNodes.get(parent)
+      if (ancestorAborted(parentNode)) return Effect.fail(CallError.internal("request aborted"))
+      // The authority switch: the child's access check runs against the composing handler's authority.
+      const identity = Option.map(parent.handlerIdentity, Operation.authorityIdentity)
+      const denied = Operation.check(registration.spec.accessControl, identity)
+      if (denied !== undefined) return Effect.fail(denied)
+      const decoded = registration.spec.decodeInput(input === undefined ? null : input)
+      if (Either.isLeft(decoded)) return Effect.fail(CallError.invalidInput(describeInputIssue(decoded.left)))
+      const abortPolicy = invokeOptions?.abortPolicy ?? parent.abortPolicy
+      const node: AbortNode = { aborted: false, parent: parentNode }
+      const capabilities = registration.capabilities.size === 0
+        ? parent.capabilities
+        : new Map([...parent.capabilities, ...registration.capabilities])
+      const ctx = makeContext({
+        operation: name,
+        requestId: crypto.randomUUID(),
+        parentRequestId: Option.some(parent.requestId),
+        identity,
+        handlerIdentity: registration.authority,
+        forwardedFor: Option.none(),
+        capabilities,
+        scopedEnv: registration.scopedEnv,
+        abortPolicy,
+        deadline: parent.deadline,
+        internal: true
+      }, node)
+      const child = withDeadline(runUnary(registration, decoded.right, ctx, node), parent.deadline)
+      if (abortPolicy === "AbortDependents") return child
+      // ContinueRunning: the child is not a child fiber of the parent; an abort of the parent leaves it running.
+      const tracked = Effect.ensuring(
+        Effect.suspend(() => {
+          detached++
+          return child
+        }),
+        Effect.sync(() => detached--)
+      )
+      return Effect.flatMap(Effect.sync(() => runDetached(tracked)), Fiber.join)
+    }
+
+    return {
+      source,
+      prepare,
+      invokeChild,
+      invokeRegistration,
+      running: () => running,
+      detached: () => detached
+    }
+  })

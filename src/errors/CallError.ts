@@ -1,0 +1,81 @@
+/**
+ * The error a call fails with, on both sides of the wire (SPEC §4): `code`, `message`, `retryable`, `details`.
+ *
+ * - Protocol codes: `NOT_FOUND`, `FORBIDDEN`, `INVALID_INPUT`, `INVALID_OPERATION_TYPE`, `INTERNAL`, `TIMEOUT` (the
+ *   only retryable one), with the reference's exact messages (constructors below).
+ * - Domain codes: a handler fails with `CallError.domain("NOT_READY", "…", details)`; the dispatcher lets a code the
+ *   operation declared in its `errors` pass through with its details, turns an undeclared one into `INTERNAL` (the
+ *   original code in `details.code`), and a defect into `INTERNAL` "internal error" (nothing leaked).
+ *
+ * An error received off the wire keeps the code it was sent with (so forwarded domain errors survive intact);
+ * `protocolCode` is how a client classifies it: any code that is not a protocol code counts as `INTERNAL`.
+ */
+import { Schema } from "effect"
+
+export const PROTOCOL_CODES = [
+  "NOT_FOUND",
+  "FORBIDDEN",
+  "INVALID_INPUT",
+  "INVALID_OPERATION_TYPE",
+  "INTERNAL",
+  "TIMEOUT"
+] as const
+export type ProtocolCode = typeof PROTOCOL_CODES[number]
+
+const protocolCodes: ReadonlySet<string> = new Set(PROTOCOL_CODES)
+
+/** Whether `code` is one of the six protocol codes. */
+export const isProtocolCode = (code: string): code is ProtocolCode => protocolCodes.has(code)
+
+export class CallError extends Schema.TaggedError<CallError>("alknet/CallError")("CallError", {
+  code: Schema.String,
+  message: Schema.String,
+  retryable: Schema.Boolean,
+  details: Schema.optional(Schema.Unknown)
+}) {
+  /** The protocol code a client acts on: unknown (domain) codes count as `INTERNAL`. */
+  get protocolCode(): ProtocolCode {
+    return isProtocolCode(this.code) ? this.code : "INTERNAL"
+  }
+
+  /** The `call.error` payload: `details` omitted when absent. */
+  toPayload(): { code: string; message: string; retryable: boolean; details?: unknown } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message, retryable: this.retryable }
+      : { code: this.code, message: this.message, retryable: this.retryable, details: this.details }
+  }
+}
+
+const make = (code: string, message: string, details?: unknown): CallError =>
+  new CallError(
+    details === undefined
+      ? { code, message, retryable: code === "TIMEOUT" }
+      : { code, message, retryable: code === "TIMEOUT", details }
+  )
+
+/** `NOT_FOUND "operation not found: {name}"` (also for Internal operations and, in discovery, forbidden ones). */
+export const notFound = (name: string): CallError => make("NOT_FOUND", `operation not found: ${name}`)
+/** `FORBIDDEN` with one of the access-control messages of SPEC §4. */
+export const forbidden = (message: string): CallError => make("FORBIDDEN", message)
+/** `INVALID_INPUT` with a message naming the failing path. */
+export const invalidInput = (message: string): CallError => make("INVALID_INPUT", message)
+/** `INVALID_OPERATION_TYPE`: a subscription called as a call, or the reverse. */
+export const invalidOperationType = (message: string): CallError => make("INVALID_OPERATION_TYPE", message)
+/** `INTERNAL`, optionally with details. */
+export const internal = (message: string, details?: unknown): CallError => make("INTERNAL", message, details)
+/** `INTERNAL "connection closed"`: the connection ended before the call did. */
+export const connectionClosed = (): CallError => make("INTERNAL", "connection closed")
+/** `TIMEOUT "request timed out"` (retryable). */
+export const timeout = (): CallError => make("TIMEOUT", "request timed out")
+/** A domain error of an operation; its `code` should be one the operation declares. */
+export const domain = (code: string, message: string, details?: unknown): CallError => make(code, message, details)
+
+/** Read a `call.error` payload off the wire; a malformed one becomes `INTERNAL`. */
+export const fromPayload = (payload: { readonly [key: string]: unknown }): CallError => {
+  const { code, details, message, retryable } = payload
+  if (typeof code !== "string" || typeof message !== "string") {
+    return internal("malformed call.error payload")
+  }
+  const fields = { code, message, retryable: typeof retryable === "boolean" ? retryable : code === "TIMEOUT" }
+  return new CallError(details === undefined ? fields : { ...fields, details })
+}
