@@ -115,7 +115,7 @@ const mapHandlerFailure = (registration: HandlerRegistration, cause: Cause.Cause
     if (declared.schema === undefined || error.details === undefined) return Effect.fail(error)
     const details = ParseResult.encodeUnknownEither(declared.schema)(error.details)
     if (Either.isRight(details)) {
-      return Effect.fail(new CallError.CallError({ ...error, details: details.right }))
+      return Effect.fail(CallError.domain(error.code, error.message, details.right))
     }
     return Effect.zipRight(
       Effect.logError(`operation ${registration.spec.name}: details of ${error.code} do not match its schema`),

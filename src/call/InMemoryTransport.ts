@@ -28,8 +28,14 @@ export interface Options {
   readonly maxPendingExchanges?: number
 }
 
+/** An in-memory exchange can also write raw bytes (to play a misbehaving peer in tests). */
+export interface InMemoryExchange extends Exchange {
+  readonly sendBytes: (bytes: Uint8Array) => Effect.Effect<void, TransportError.TransportError>
+}
+
 /** One end of the pair, with a count of its exchanges not yet closed (for leak checks). */
 export interface InMemoryTransport extends CallTransport {
+  readonly open: Effect.Effect<InMemoryExchange, TransportError.TransportError>
   readonly liveExchanges: () => number
 }
 
@@ -162,7 +168,7 @@ interface Side {
   readonly live: Set<ExchangeEnd>
 }
 
-class ExchangeEnd implements Exchange {
+class ExchangeEnd implements InMemoryExchange {
   private closed = false
   readonly receive: Stream.Stream<EventEnvelope, TransportError.TransportError>
 
@@ -212,6 +218,8 @@ class ExchangeEnd implements Exchange {
       for (let i = 0; i < frame.length; i += size) pieces.push(frame.subarray(i, i + size))
       return Effect.forEach(pieces, (piece) => this.outgoing.offer(piece), { discard: true })
     })
+
+  sendBytes = (bytes: Uint8Array): Effect.Effect<void, TransportError.TransportError> => this.outgoing.offer(bytes)
 
   end: Effect.Effect<void> = Effect.sync(() => this.outgoing.end())
 
@@ -271,7 +279,7 @@ export const makePair = (
       const theirs = new ExchangeEnd(peer, forward, backward, resolved)
       return Effect.as(
         Effect.tapError(peer.accept.offer(theirs), () => Effect.sync(() => mine.kill())),
-        mine as Exchange
+        mine as InMemoryExchange
       )
     }),
     accept: Stream.repeatEffectOption(

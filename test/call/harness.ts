@@ -1,6 +1,8 @@
 /** Shared test harness: two connections over the in-memory transport, and the leak check run after each scenario. */
 import { expect } from "@effect/vitest"
-import { Effect, Option, Scope } from "effect"
+import { Chunk, Effect, Option, Scope, Stream } from "effect"
+import type { TransportError } from "../../src/errors/TransportError.js"
+import type { EventEnvelope } from "../../src/schema/Envelope.js"
 import * as Connection from "../../src/call/Connection.js"
 import * as InMemoryTransport from "../../src/call/InMemoryTransport.js"
 import type { HandlerRegistration } from "../../src/services/Operation.js"
@@ -48,3 +50,32 @@ export const makePair = (
 /** An identity for tests. */
 export const who = (id: string, scopes: ReadonlyArray<string> = [], resources: Record<string, ReadonlyArray<string>> = {}) =>
   Option.some({ id, scopes, resources })
+
+/** Play a raw peer: open an exchange, write these envelopes, collect everything the other side writes until it ends. */
+export const raw = (
+  transport: InMemoryTransport.InMemoryTransport,
+  envelopes: ReadonlyArray<EventEnvelope>
+): Effect.Effect<Array<EventEnvelope>, TransportError> =>
+  Effect.acquireUseRelease(
+    transport.open,
+    (exchange) =>
+      Effect.zipRight(
+        Effect.forEach(envelopes, exchange.send, { discard: true }),
+        Effect.map(Stream.runCollect(exchange.receive), Chunk.toArray)
+      ),
+    (exchange) => exchange.close
+  )
+
+/** A `call.requested` envelope. */
+export const request = (id: string, payload: Record<string, unknown>): EventEnvelope => ({
+  type: "call.requested",
+  id,
+  payload
+})
+
+/** The single answer of a raw call. */
+export const rawCall = (transport: InMemoryTransport.InMemoryTransport, payload: Record<string, unknown>) =>
+  Effect.map(raw(transport, [request("r-1", payload)]), (answers) => {
+    expect(answers.length).toBe(1)
+    return answers[0]!
+  })
