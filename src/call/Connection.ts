@@ -324,7 +324,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const readOwn = (exchange: Exchange, entry: Pending) => {
       const state = outgoingState()
       return exchange.receive.pipe(
-        Stream.runForEachWhile((envelope) => Effect.as(route(envelope, exchange, state), !entry.done)),
+        Stream.runForEachWhile((envelope) => Effect.map(route(envelope, exchange, state), () => !entry.done)),
         Effect.ignore,
         Effect.zipRight(Effect.suspend(() => entry.done ? Effect.void : entry.failed(closedError())))
       )
