@@ -1,0 +1,351 @@
+/**
+ * The SQLite backend (SPEC §13): one database file holding peers, API keys and encrypted credentials; one module
+ * implementing `IdentityStore` (+ `IdentityProvider`) and `CredentialStore` on it.
+ *
+ * - WAL mode, a 5 s busy timeout, and schema migrations tracked in `PRAGMA user_version` (run under
+ *   `BEGIN IMMEDIATE`, so several processes opening a fresh file at once migrate it exactly once).
+ * - Reads are served from memory: the whole content is loaded into an immutable index, swapped atomically.
+ * - A write through this layer commits, reloads and swaps before it returns: the next read sees it.
+ * - A write by **another process** (or another connection) is picked up without polling: the directory is watched
+ *   for changes to the database and its `-wal` file; each wake-up confirms with `PRAGMA data_version` (which
+ *   changes only when another connection committed) before reloading. A commit's WAL write can be observed a
+ *   moment before the commit is visible, so a wake-up that finds nothing new re-checks a few times (2, 10, 50 ms)
+ *   and then sleeps until the next file event.
+ * - Whatever fails — a statement, a row that does not decode — the previous index keeps serving.
+ *
+ * This folder is the only place that imports `@effect/sql*`.
+ */
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Cause, Context, Effect, Either, Exit, Layer, Option, Queue, Schema } from "effect"
+import * as path from "node:path"
+import { notFound, StoreError } from "../../errors/StoreError.js"
+import type { ApiKeyEntry } from "../../schema/ApiKeyEntry.js"
+import { formatError } from "../../schema/Config.js"
+import type { EncryptedData } from "../../schema/EncryptedData.js"
+import type { PeerEntry } from "../../schema/PeerEntry.js"
+import * as CredentialStore from "../../services/CredentialStore.js"
+import * as IdentityProvider from "../../services/IdentityProvider.js"
+import * as IdentityStore from "../../services/IdentityStore.js"
+import { signalWithin, watchFiles, withWallClock } from "../FileWatch.js"
+import { ApiKeyRow, CredentialRow, PeerRow } from "./rows.js"
+
+export interface Options {
+  /** Path of the database file; created (with its tables) if missing. Its directory must exist. */
+  readonly filename: string
+}
+
+/** Migration n (1-based) brings `user_version` from n-1 to n. Append only; never edit a released step. */
+const migrations: ReadonlyArray<ReadonlyArray<string>> = [
+  [
+    `CREATE TABLE peers (
+      peer_id TEXT PRIMARY KEY NOT NULL,
+      fingerprints TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(fingerprints)),
+      auth_token_hash TEXT,
+      scopes TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(scopes)),
+      resources TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(resources)),
+      display_name TEXT,
+      enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1))
+    )`,
+    `CREATE TABLE api_keys (
+      prefix TEXT PRIMARY KEY NOT NULL,
+      hash TEXT NOT NULL,
+      scopes TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(scopes)),
+      description TEXT NOT NULL DEFAULT '',
+      expires_at TEXT
+    )`,
+    `CREATE TABLE credentials (
+      provider TEXT PRIMARY KEY NOT NULL,
+      key_version INTEGER NOT NULL,
+      salt TEXT NOT NULL,
+      iv TEXT NOT NULL,
+      data TEXT NOT NULL
+    )`
+  ]
+]
+
+/** Wait before re-checking `data_version` after a file event that showed no new commit yet. */
+const RECHECK_MS = [2, 10, 50] as const
+
+/** SQL errors become `StoreError`s naming the operation and SQLite's result code — never SQL text or values. */
+const backend = (operation: string) => (error: SqlError): StoreError => {
+  const code = (error.cause as { readonly code?: unknown } | undefined)?.code
+  return new StoreError({
+    reason: "Backend",
+    message: `sqlite: ${operation} failed${typeof code === "string" ? ` (${code})` : ""}`
+  })
+}
+
+interface Snapshot {
+  readonly index: IdentityProvider.Index
+  readonly credentials: ReadonlyMap<string, EncryptedData>
+}
+
+/** Decode every row, or fail naming the first bad row and field. */
+const decodeRows = <A, I>(
+  table: string,
+  key: string,
+  schema: Schema.Schema<A, I>,
+  rows: ReadonlyArray<Record<string, unknown>>
+): Either.Either<ReadonlyArray<A>, StoreError> => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "all" })
+  const out: Array<A> = []
+  for (const row of rows) {
+    const decoded = decode(row)
+    if (Either.isLeft(decoded)) {
+      return Either.left(
+        new StoreError({
+          reason: "Serialization",
+          message: `${table} row ${JSON.stringify(row[key])}: ${formatError(decoded.left)}`
+        })
+      )
+    }
+    out.push(decoded.right)
+  }
+  return Either.right(out)
+}
+
+/**
+ * Build both stores on an open client. Requires the client's scope to outlive the stores (the watcher is scoped).
+ */
+export const make = Effect.gen(function*() {
+  const sql = yield* SqliteClient.SqliteClient
+  const filename = path.resolve(sql.config.filename)
+
+  yield* sql`PRAGMA busy_timeout = 5000`.pipe(Effect.mapError(backend("configure")))
+  yield* migrate(sql)
+
+  const lock = yield* Effect.makeSemaphore(1)
+  const dataVersion = Effect.map(
+    sql<{ readonly data_version: number }>`PRAGMA data_version`,
+    (rows) => rows[0]?.data_version ?? 0
+  )
+
+  const readSnapshot = sql.withTransaction(
+    Effect.all([
+      dataVersion,
+      sql`SELECT * FROM peers ORDER BY rowid`,
+      sql`SELECT * FROM api_keys ORDER BY rowid`,
+      sql`SELECT * FROM credentials`
+    ])
+  ).pipe(Effect.mapError(backend("load")))
+
+  let seenVersion = -1
+  let credentials: ReadonlyMap<string, EncryptedData> = new Map()
+
+  const decodeSnapshot = (
+    peerRows: ReadonlyArray<Record<string, unknown>>,
+    keyRows: ReadonlyArray<Record<string, unknown>>,
+    credentialRows: ReadonlyArray<Record<string, unknown>>
+  ): Either.Either<Snapshot, StoreError> =>
+    Either.gen(function*() {
+      const peers: ReadonlyArray<PeerEntry> = yield* decodeRows("peers", "peer_id", PeerRow, peerRows)
+      const apiKeys: ReadonlyArray<ApiKeyEntry> = yield* decodeRows("api_keys", "prefix", ApiKeyRow, keyRows)
+      const blobs = yield* decodeRows("credentials", "provider", CredentialRow, credentialRows)
+      return {
+        index: IdentityProvider.makeIndex(peers, apiKeys),
+        credentials: new Map(blobs.map(({ provider, ...blob }) => [provider, blob]))
+      }
+    })
+
+  const live = yield* IdentityStore.makeLiveIndex(IdentityProvider.emptyIndex)
+
+  /** Load everything and swap; on any failure the previous index stays. Caller holds `lock`. */
+  const reloadLocked = Effect.gen(function*() {
+    const [version, peerRows, keyRows, credentialRows] = yield* readSnapshot
+    seenVersion = version
+    const snapshot = decodeSnapshot(peerRows, keyRows, credentialRows)
+    yield* live.update(() =>
+      Either.map(snapshot, ({ credentials: blobs, index }) => {
+        credentials = blobs
+        return index
+      })
+    )
+  })
+
+  /** Reload if another connection committed since the last load. Caller holds `lock`. */
+  const checkLocked = Effect.gen(function*() {
+    const version = yield* dataVersion.pipe(Effect.mapError(backend("check")))
+    if (version === seenVersion) return false
+    yield* reloadLocked
+    return true
+  })
+
+  yield* reloadLocked
+
+  // Writes: the statement, then a reload, under the lock — so snapshots are swapped in commit order.
+  const write = <A>(operation: string, statement: Effect.Effect<A, SqlError>) =>
+    lock.withPermits(1)(
+      Effect.zipLeft(Effect.mapError(statement, backend(operation)), reloadLocked)
+    )
+  const changes = (result: unknown): number => (result as { readonly changes?: number } | undefined)?.changes ?? 0
+  /** A write that must touch a row; `NotFound` (and nothing reloaded) otherwise. */
+  const writeExisting = (operation: string, statement: Effect.Effect<unknown, SqlError>, missing: StoreError) =>
+    lock.withPermits(1)(
+      Effect.mapError(statement, backend(operation)).pipe(
+        Effect.filterOrFail((result) => changes(result) > 0, () => missing),
+        Effect.zipRight(reloadLocked)
+      )
+    )
+  const encode = <A, I>(schema: Schema.Schema<A, I>, what: string, value: A) =>
+    Schema.encode(schema)(value).pipe(
+      Effect.mapError((error) =>
+        new StoreError({ reason: "Serialization", message: `invalid ${what}: ${formatError(error)}` })
+      )
+    )
+  const peerRow = (peer: PeerEntry) =>
+    Effect.flatMap(IdentityStore.validatePeer(peer), (p) => encode(PeerRow, `peer ${JSON.stringify(p.peer_id)}`, p))
+  const keyRow = (key: ApiKeyEntry) =>
+    Effect.flatMap(
+      IdentityStore.validateApiKey(key),
+      (k) => encode(ApiKeyRow, `api key ${JSON.stringify(k.prefix)}`, k)
+    )
+
+  const putApiKey = (key: ApiKeyEntry) =>
+    Effect.flatMap(keyRow(key), (row) =>
+      write(
+        "put api key",
+        sql`INSERT INTO api_keys ${sql.insert(row)} ON CONFLICT (prefix) DO UPDATE SET
+          hash = excluded.hash, scopes = excluded.scopes, description = excluded.description,
+          expires_at = excluded.expires_at`
+      ))
+
+  const identity = IdentityStore.IdentityStore.of({
+    ...live.provider,
+    getPeer: (peerId) =>
+      Effect.sync(() => Option.fromNullable(live.current().peers.find((p) => p.peer_id === peerId))),
+    listPeers: Effect.sync(() => live.current().peers),
+    putPeer: (peer) =>
+      Effect.flatMap(peerRow(peer), (row) =>
+        write(
+          "put peer",
+          sql`INSERT INTO peers ${sql.insert(row)} ON CONFLICT (peer_id) DO UPDATE SET
+            fingerprints = excluded.fingerprints, auth_token_hash = excluded.auth_token_hash,
+            scopes = excluded.scopes, resources = excluded.resources, display_name = excluded.display_name,
+            enabled = excluded.enabled`
+        )),
+    updatePeer: (peer) =>
+      Effect.flatMap(peerRow(peer), ({ peer_id, ...row }) =>
+        writeExisting(
+          "update peer",
+          sql`UPDATE peers SET ${sql.update(row)} WHERE peer_id = ${peer_id}`.raw,
+          notFound("peer", peer_id)
+        )),
+    removePeer: (peerId) =>
+      writeExisting("remove peer", sql`DELETE FROM peers WHERE peer_id = ${peerId}`.raw, notFound("peer", peerId)),
+    listApiKeys: Effect.sync(() => live.current().apiKeys),
+    putApiKey,
+    createApiKey: IdentityStore.createApiKeyWith((key) =>
+      Effect.flatMap(keyRow(key), (row) =>
+        lock.withPermits(1)(
+          sql`INSERT INTO api_keys ${sql.insert(row)} ON CONFLICT (prefix) DO NOTHING`.raw.pipe(
+            Effect.mapError(backend("create api key")),
+            Effect.flatMap((result) => changes(result) > 0 ? Effect.as(reloadLocked, true) : Effect.succeed(false))
+          )
+        ))
+    ),
+    removeApiKey: (prefix) =>
+      writeExisting(
+        "remove api key",
+        sql`DELETE FROM api_keys WHERE prefix = ${prefix}`.raw,
+        notFound("api key", prefix)
+      ),
+    changes: live.changes
+  })
+
+  const credentialStore = CredentialStore.CredentialStore.of({
+    ...CredentialStore.fromMap(() => credentials),
+    put: (provider, data) =>
+      Effect.flatMap(CredentialStore.validate(provider, data), (blob) =>
+        write(
+          "put credential",
+          sql`INSERT INTO credentials ${sql.insert({ provider, ...blob })} ON CONFLICT (provider) DO UPDATE SET
+            key_version = excluded.key_version, salt = excluded.salt, iv = excluded.iv, data = excluded.data`
+        )),
+    delete: (provider) =>
+      writeExisting(
+        "delete credential",
+        sql`DELETE FROM credentials WHERE provider = ${provider}`.raw,
+        notFound("credential", provider)
+      )
+  })
+
+  // Another process's commits: file events, confirmed by data_version.
+  const base = path.basename(filename)
+  const signal = yield* watchFiles(path.dirname(filename), [base, `${base}-wal`, `${base}-journal`]).pipe(
+    Effect.mapError((error) => new StoreError({ reason: "Backend", message: error.message }))
+  )
+  const check = lock.withPermits(1)(checkLocked).pipe(
+    Effect.catchAll((error) =>
+      Effect.as(
+        Effect.logError(`sqlite ${filename}: reload rejected, previous index stays in force: ${error.message}`),
+        true
+      )
+    )
+  )
+  yield* Effect.forkScoped(withWallClock(watchLoop(signal, check)))
+
+  return { identity, credentials: credentialStore }
+})
+
+/**
+ * Sleep until a file event; check; if nothing new was committed yet, re-check after each of {@link RECHECK_MS}
+ * (a new event cuts the wait short and restarts the sequence), then sleep until the next event.
+ */
+const watchLoop = (signal: Queue.Dequeue<void>, check: Effect.Effect<boolean>) =>
+  Effect.gen(function*() {
+    let pending = 0
+    while (true) {
+      let fresh = true
+      if (pending === 0) {
+        yield* Queue.take(signal)
+      } else {
+        const delay = RECHECK_MS[RECHECK_MS.length - pending] ?? 0
+        fresh = yield* signalWithin(signal, delay)
+      }
+      const changed = yield* check
+      pending = changed ? 0 : fresh ? RECHECK_MS.length : pending - 1
+    }
+  })
+
+/** Run the migrations not yet applied, atomically, holding the write lock. */
+const migrate = (sql: SqliteClient.SqliteClient) =>
+  Effect.acquireUseRelease(
+    sql`BEGIN IMMEDIATE`,
+    () =>
+      Effect.gen(function*() {
+        const rows = yield* sql<{ readonly user_version: number }>`PRAGMA user_version`
+        const current = rows[0]?.user_version ?? 0
+        for (const [step, statements] of migrations.entries()) {
+          if (step < current) continue
+          for (const statement of statements) yield* sql.unsafe(statement)
+          yield* sql.unsafe(`PRAGMA user_version = ${step + 1}`)
+        }
+        yield* sql`COMMIT`
+      }),
+    (_, exit) => Exit.isSuccess(exit) ? Effect.void : Effect.ignore(sql`ROLLBACK`)
+  ).pipe(Effect.mapError(backend("migrate")))
+
+/** Open (creating if needed) the database and provide all three services from it. */
+export const layer = (
+  options: Options
+): Layer.Layer<
+  IdentityStore.IdentityStore | IdentityProvider.IdentityProvider | CredentialStore.CredentialStore,
+  StoreError
+> =>
+  Layer.scopedContext(
+    Effect.gen(function*() {
+      const client = yield* Layer.build(SqliteClient.layer({ filename: options.filename })).pipe(
+        Effect.catchAllCause((cause) => {
+          const error = Cause.squash(cause)
+          const why = error instanceof Error ? error.message : "unknown error"
+          return new StoreError({ reason: "Backend", message: `sqlite: cannot open ${options.filename}: ${why}` })
+        })
+      )
+      const { credentials, identity } = yield* Effect.provide(make, client)
+      return Context.make(IdentityStore.IdentityStore, identity).pipe(
+        Context.add(IdentityProvider.IdentityProvider, identity),
+        Context.add(CredentialStore.CredentialStore, credentials)
+      )
+    })
+  )
