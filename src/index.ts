@@ -3,3 +3,7 @@
  */
 export * as EncryptedData from "./schema/EncryptedData.js"
 export * as Identity from "./schema/Identity.js"
+export * as DerivedKey from "./schema/DerivedKey.js"
+export * as HdPath from "./schema/HdPath.js"
+export * as Vault from "./services/Vault.js"
+export * as VaultError from "./errors/VaultError.js"
