@@ -1,0 +1,174 @@
+/** A connection is symmetric, closes cleanly, and streams with bounded memory. */
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Deferred, Effect, Exit, Fiber, Ref, Schema, Stream } from "effect"
+import * as Connection from "../../src/call/Connection.js"
+import * as InMemoryTransport from "../../src/call/InMemoryTransport.js"
+import * as Operation from "../../src/services/Operation.js"
+import { makePair } from "./harness.js"
+
+const double = Operation.query({
+  name: "svc/double",
+  input: Schema.Struct({ n: Schema.Number }),
+  output: Schema.Number,
+  handler: ({ n }) => Effect.succeed(n * 2)
+})
+const increment = Operation.query({
+  name: "cli/inc",
+  input: Schema.Struct({ n: Schema.Number }),
+  output: Schema.Number,
+  handler: ({ n }) => Effect.succeed(n + 1)
+})
+
+describe("connection", () => {
+  it.scoped("calls in both directions run concurrently on one connection, including a call back from inside a handler", () =>
+    Effect.gen(function*() {
+      const serverSide = yield* Deferred.make<Connection.Connection>()
+      // a server handler that calls the client back over the same connection while it runs
+      const viaCallback = Operation.query({
+        name: "svc/viaCallback",
+        input: Schema.Struct({ n: Schema.Number }),
+        output: Schema.Number,
+        handler: ({ n }) =>
+          Effect.flatMap(Deferred.await(serverSide), (server) =>
+            Effect.map(
+              Effect.orDie(server.call("cli/inc", { n })),
+              (result) => (result as number) * 10
+            ))
+      })
+      const { client, expectIdle, server } = yield* makePair([double, viaCallback], {
+        clientRegistrations: [increment],
+        transport: { chunkBytes: 16 } // deliver bytes in small chunks: the decoder reassembles frames
+      })
+      yield* Deferred.succeed(serverSide, server)
+      const n = Array.from({ length: 40 }, (_, i) => i)
+      const [fromClient, fromServer, callbacks] = yield* Effect.all([
+        Effect.forEach(n, (i) => client.call("svc/double", { n: i }), { concurrency: "unbounded" }),
+        Effect.forEach(n, (i) => server.call("/cli/inc", { n: i }), { concurrency: "unbounded" }),
+        Effect.forEach(n, (i) => client.call("svc/viaCallback", { n: i }), { concurrency: 16 })
+      ], { concurrency: "unbounded" })
+      expect(fromClient).toEqual(n.map((i) => i * 2))
+      expect(fromServer).toEqual(n.map((i) => i + 1))
+      expect(callbacks).toEqual(n.map((i) => (i + 1) * 10))
+      yield* expectIdle
+    }))
+
+  it.scoped("closing a connection interrupts its in-flight calls and fails the peer's pending calls with \"connection closed\"", () =>
+    Effect.gen(function*() {
+      const interrupted = yield* Ref.make(0)
+      const started = yield* Ref.make(0)
+      const hang = Operation.query({
+        name: "svc/hang",
+        input: Schema.Unknown,
+        output: Schema.Null,
+        handler: () =>
+          Effect.zipRight(Ref.update(started, (n) => n + 1), Effect.never).pipe(
+            Effect.onInterrupt(() => Ref.update(interrupted, (n) => n + 1))
+          )
+      })
+      const { client, expectIdle, server } = yield* makePair([hang])
+      const calls = yield* Effect.fork(
+        Effect.all(Array.from({ length: 5 }, () => Effect.exit(client.call("svc/hang", null))), {
+          concurrency: "unbounded"
+        })
+      )
+      const subscription = yield* Effect.fork(Effect.exit(Stream.runDrain(client.subscribe("svc/hang", null))))
+      yield* Effect.repeat(Ref.get(started), { until: (n) => n === 6 })
+      yield* server.close
+      const exits = yield* Fiber.join(calls)
+      for (const exit of exits) {
+        expect(exit).toEqual(Exit.fail(expect.objectContaining({ code: "INTERNAL", message: "connection closed" })))
+      }
+      const subscribed = yield* Fiber.join(subscription)
+      expect(Exit.isFailure(subscribed)).toBe(true)
+      expect(yield* Ref.get(interrupted)).toBe(6)
+      expect(client.isClosed()).toBe(true)
+      expect((yield* Effect.flip(client.call("svc/hang", null))).message).toBe("connection closed")
+      expect((yield* Effect.flip(server.call("cli/anything", null))).message).toBe("connection closed")
+      yield* expectIdle
+    }))
+
+  it.scoped("closing the transport under a connection fails pending calls on both sides", () =>
+    Effect.gen(function*() {
+      const { client, expectIdle, server, transports } = yield* makePair([
+        Operation.query({ name: "svc/never", input: Schema.Unknown, output: Schema.Null, handler: () => Effect.never })
+      ])
+      const pendingCall = yield* Effect.fork(client.call("svc/never", null))
+      yield* Effect.repeat(server.stats, { until: (s) => s.handlers === 1 })
+      yield* transports[0].close
+      expect((yield* Effect.flip(Fiber.join(pendingCall))).message).toBe("connection closed")
+      yield* server.closed
+      yield* client.closed
+      yield* expectIdle
+    }))
+
+  it.scoped("a slow subscription consumer: items are never dropped and the producer stays bounded", () =>
+    Effect.gen(function*() {
+      const produced = yield* Ref.make(0)
+      const total = 2_000
+      const payload = "x".repeat(1_000)
+      const firehose = Operation.subscription({
+        name: "svc/firehose",
+        input: Schema.Unknown,
+        output: Schema.Struct({ i: Schema.Number, payload: Schema.String }),
+        handler: () =>
+          Stream.repeatEffect(Ref.getAndUpdate(produced, (n) => n + 1)).pipe(
+            Stream.take(total),
+            Stream.map((i) => ({ i, payload }))
+          )
+      })
+      // 16 KiB per exchange direction and 4 buffered items: at most ~16 items in the pipe, 4 in the buffer
+      const { client, expectIdle } = yield* makePair([firehose], {
+        transport: { bufferBytes: 16 * 1024 },
+        client: { subscriptionBuffer: 4 }
+      })
+      const received: Array<number> = []
+      let maxAhead = 0
+      yield* client.subscribe("svc/firehose", null).pipe(
+        Stream.rechunk(1),
+        Stream.runForEach((item) =>
+          Effect.gen(function*() {
+            received.push((item as { i: number }).i)
+            // a slow consumer: let the producer run as far as it can before taking the next item
+            for (let k = 0; k < 50; k++) yield* Effect.yieldNow()
+            maxAhead = Math.max(maxAhead, (yield* Ref.get(produced)) - received.length)
+          })
+        )
+      )
+      expect(received).toEqual(Array.from({ length: total }, (_, i) => i)) // complete and in order
+      expect(maxAhead).toBeGreaterThan(4) // the pipeline did fill up...
+      expect(maxAhead).toBeLessThan(40) // ...and stayed bounded: 2 000 items were never buffered
+      yield* expectIdle
+    }))
+
+  it.scoped("the in-memory pipe applies backpressure: send waits until the peer reads", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* InMemoryTransport.makePair({ bufferBytes: 1024 })
+      const mine = yield* a.open
+      const theirs = yield* Effect.flatMap(Stream.runHead(b.accept), Effect.orDie)
+      const big = { type: "call.responded", id: "x", payload: { output: "y".repeat(600) } }
+      yield* mine.send(big) // fits
+      const blocked = yield* Effect.fork(mine.send(big)) // 2 × ~650 bytes > 1 KiB: waits
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      expect(blocked.unsafePoll()).toBeNull()
+      const pull = yield* Stream.toPull(theirs.receive)
+      expect(Chunk.size(yield* pull)).toBe(1)
+      yield* Fiber.join(blocked)
+      yield* mine.end
+      expect(Chunk.size(yield* pull)).toBe(1)
+      expect(yield* Effect.flip(pull)).toEqual(expect.objectContaining({ _tag: "None" })) // end of stream
+      yield* mine.close
+      yield* theirs.close
+      expect(a.liveExchanges() + b.liveExchanges()).toBe(0)
+    }))
+
+  it.scoped("a closed in-memory connection refuses to open and fails every exchange", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* InMemoryTransport.makePair()
+      const mine = yield* a.open
+      yield* b.close
+      expect((yield* Effect.flip(a.open)).reason).toBe("Closed")
+      expect((yield* Effect.flip(mine.send({ type: "x", id: "y", payload: {} }))).reason).toBe("Closed")
+      expect((yield* Effect.flip(Stream.runDrain(mine.receive))).reason).toBe("Closed")
+      expect(yield* Stream.runCount(a.accept)).toBe(0)
+    }))
+})
