@@ -4,6 +4,7 @@
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
 import { webcrypto } from "node:crypto"
+import type { webcrypto as WebCrypto } from "node:crypto"
 import { mkdtemp, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -12,10 +13,10 @@ import { Effect } from "effect"
 const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const
 const day = 24 * 60 * 60 * 1000
 
-const keyPem = async (key: CryptoKey) =>
+const keyPem = async (key: WebCrypto.CryptoKey) =>
   x509.PemConverter.encode(await webcrypto.subtle.exportKey("pkcs8", key), "PRIVATE KEY")
 
-const generateKeys = () => webcrypto.subtle.generateKey(algorithm, true, ["sign", "verify"]) as Promise<CryptoKeyPair>
+const generateKeys = () => webcrypto.subtle.generateKey(algorithm, true, ["sign", "verify"]) as Promise<WebCrypto.CryptoKeyPair>
 
 export interface CaFiles {
   readonly dir: string

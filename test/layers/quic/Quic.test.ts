@@ -1,0 +1,334 @@
+/**
+ * The QUIC endpoint and client over real QUIC on 127.0.0.1 (port 0).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { QUICClient } from "@matrixai/quic"
+import { randomBytes } from "node:crypto"
+import { Chunk, Deferred, Effect, Either, Exit, Fiber, Option, Ref, Schedule, Scope, Stream } from "effect"
+import type { BidiStream, Connection, ProtocolHandler } from "../../../src/services/Endpoint.js"
+import type { TransportError } from "../../../src/errors/TransportError.js"
+import * as Tls from "../../../src/services/Tls.js"
+import * as Quic from "../../../src/layers/quic/Quic.js"
+import * as QuicConnection from "../../../src/layers/quic/QuicConnection.js"
+import { caFiles } from "./certs.js"
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
+const utf8 = (text: string) => new TextEncoder().encode(text)
+
+/** Everything the peer writes, until it ends its side. */
+const readAll = (stream: BidiStream) =>
+  Stream.runCollect(stream.readable).pipe(Effect.map((chunks) => Buffer.concat(Chunk.toArray(chunks))))
+
+/** Write `bytes`, end, read the whole answer. */
+const roundTrip = (stream: BidiStream, bytes: Uint8Array) =>
+  Effect.zipRight(Effect.zipRight(stream.write(bytes), stream.end), readAll(stream))
+
+/** Copy what the peer writes back to it, then end. */
+const echoStream = (prefix: string) => (stream: BidiStream) =>
+  Effect.gen(function*() {
+    if (prefix !== "") yield* stream.write(utf8(prefix))
+    yield* Stream.runForEach(stream.readable, stream.write)
+    yield* stream.end
+  }).pipe(Effect.catchAll(() => stream.reset))
+
+/** Accept streams for the connection's life, each served by `serve` in its own fiber. */
+const acceptEach = (serve: (stream: BidiStream) => Effect.Effect<void>) => (connection: Connection) =>
+  Effect.forever(Effect.flatMap(connection.acceptBidi, (stream) => Effect.forkScoped(serve(stream)))).pipe(
+    Effect.catchAll(() => Effect.void)
+  )
+
+const echo = (prefix = ""): ProtocolHandler => acceptEach(echoStream(prefix))
+
+const endpoint = (options: Partial<Quic.EndpointOptions> & Pick<Quic.EndpointOptions, "handlers">) =>
+  Quic.makeEndpoint({ identity: Tls.SelfSigned, ...options })
+
+/** Endpoint options that record every connection that reaches a handler. */
+const recording = (alpn: string, handler: ProtocolHandler) =>
+  Effect.map(Ref.make<ReadonlyArray<Connection>>([]), (seen) => ({
+    seen,
+    handlers: {
+      [alpn]: (connection: Connection) =>
+        Effect.zipRight(Ref.update(seen, (list) => [...list, connection]), handler(connection))
+    }
+  }))
+
+const udpSockets = () => process.getActiveResourcesInfo().filter((name) => name === "UDPSocketWrap" || name === "UDPWRAP").length
+
+describe("Quic endpoint", () => {
+  it.scopedLive("dispatches each connection to the handler of its ALPN", () =>
+    Effect.gen(function*() {
+      const server = yield* endpoint({ handlers: { "test/a": echo("a:"), "test/b": echo("b:") } })
+      expect(server.alpns).toEqual(["test/a", "test/b"])
+      for (const alpn of ["test/a", "test/b"]) {
+        const connection = yield* Quic.connect(server.address, { alpn, expectedFingerprint: server.fingerprint })
+        expect(connection.alpn).toBe(alpn)
+        const answer = yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("hi")))
+        expect(answer.toString()).toBe(`${alpn.slice(-1)}:hi`)
+      }
+    }))
+
+  it.scopedLive("refuses an unknown ALPN in the handshake; no handler ever sees it", () =>
+    Effect.gen(function*() {
+      const { handlers, seen } = yield* recording("test/a", echo())
+      const server = yield* endpoint({ handlers })
+      const error = yield* Effect.flip(
+        Quic.connect(server.address, { alpn: "test/other", expectedFingerprint: server.fingerprint })
+      )
+      expect(error.reason).toBe("AlpnRefused")
+      expect(error.message).toContain(`does not serve ALPN "test/other"`)
+      expect(yield* Ref.get(seen)).toEqual([])
+      expect(yield* server.connections).toBe(0)
+    }))
+
+  it.scopedLive("RawKey fingerprints: each side sees ed25519:<the other's public key>", () =>
+    Effect.gen(function*() {
+      const serverSeed = randomBytes(32)
+      const clientSeed = randomBytes(32)
+      const serverFingerprint = `ed25519:${hex(Tls.ed25519PublicKey(serverSeed))}`
+      const clientFingerprint = `ed25519:${hex(Tls.ed25519PublicKey(clientSeed))}`
+      const { handlers, seen } = yield* recording("test/a", echo())
+      const server = yield* endpoint({ identity: Tls.RawKey(serverSeed), handlers })
+      expect(server.fingerprint).toBe(serverFingerprint)
+
+      const connection = yield* Quic.connect(server.address, {
+        alpn: "test/a",
+        identity: Tls.RawKey(clientSeed),
+        expectedFingerprint: serverFingerprint
+      })
+      yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("x")))
+      expect(connection.peerFingerprint).toEqual(Option.some(serverFingerprint))
+      const accepted = (yield* Ref.get(seen))[0]!
+      expect(accepted.peerFingerprint).toEqual(Option.some(clientFingerprint))
+      expect(accepted.side).toBe("server")
+      expect(accepted.remoteAddress.host).toBe("127.0.0.1")
+      expect(accepted.remoteAddress.port).toBeGreaterThan(0)
+    }))
+
+  it.scopedLive("a client without an identity presents an ephemeral one and still connects", () =>
+    Effect.gen(function*() {
+      const { handlers, seen } = yield* recording("test/a", echo())
+      const server = yield* endpoint({ handlers })
+      const connection = yield* Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: server.fingerprint })
+      expect((yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("x")))).toString()).toBe("x")
+      expect(Option.getOrThrow((yield* Ref.get(seen))[0]!.peerFingerprint)).toMatch(/^ed25519:[0-9a-f]{64}$/)
+    }))
+
+  it.scopedLive("a pinned fingerprint that does not match fails closed", () =>
+    Effect.gen(function*() {
+      const server = yield* endpoint({ handlers: { "test/a": echo() } })
+      const wrong = `ed25519:${hex(Tls.ed25519PublicKey(randomBytes(32)))}`
+      const error = yield* Effect.flip(Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: wrong }))
+      expect(error.reason).toBe("FingerprintMismatch")
+      expect(error.message).toBe(
+        `server 127.0.0.1:${server.address.port} presented ${server.fingerprint}, which is not the pinned ${wrong}`
+      )
+    }))
+
+  it.scopedLive("an unknown Ed25519 self-signed server fails closed", () =>
+    Effect.gen(function*() {
+      const { handlers, seen } = yield* recording("test/a", echo())
+      const server = yield* endpoint({ identity: Tls.RawKey(randomBytes(32)), handlers })
+      const files = yield* caFiles
+      // A failed handshake takes the library ~3 s to wind down: try both ways at once.
+      const [error, again] = yield* Effect.all([
+        Effect.flip(Quic.connect(server.address, { alpn: "test/a" })),
+        // A CA bundle that does not hold it changes nothing.
+        Effect.flip(Quic.connect(server.address, { alpn: "test/a", ca: files.caPem }))
+      ], { concurrency: "unbounded" })
+      expect(error.reason).toBe("Untrusted")
+      expect(error.message).toContain("pin its fingerprint")
+      expect(again.reason).toBe("Untrusted")
+      expect(yield* Ref.get(seen)).toEqual([])
+    }))
+
+  it.scopedLive("an unknown X.509 server is verified against the CA and its name", () =>
+    Effect.gen(function*() {
+      const files = yield* caFiles
+      const server = yield* endpoint({ identity: Tls.X509(files.certFile, files.keyFile), handlers: { "test/a": echo() } })
+      const connection = yield* Quic.connect(server.address, { alpn: "test/a", ca: files.caPem, serverName: "localhost" })
+      expect(connection.peerFingerprint).toEqual(Tls.fingerprint(files.leafDer))
+      expect(Option.getOrThrow(connection.peerFingerprint)).toMatch(/^SHA256:[0-9a-f]{64}$/)
+      expect((yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("ca")))).toString()).toBe("ca")
+
+      const [wrongName, noCa] = yield* Effect.all([
+        Effect.flip(Quic.connect(server.address, { alpn: "test/a", ca: files.caPem, serverName: "example.com" })),
+        Effect.flip(Quic.connect(server.address, { alpn: "test/a", serverName: "localhost" }))
+      ], { concurrency: "unbounded" })
+      expect(wrongName.reason).toBe("Untrusted")
+      expect(noCa.reason).toBe("Untrusted")
+      // Pinning the X.509 fingerprint works without any CA.
+      const pinned = yield* Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: server.fingerprint })
+      expect(pinned.peerFingerprint).toEqual(Option.some(server.fingerprint))
+    }))
+
+  it.scopedLive("echoes bytes on bidirectional streams opened by either side", () =>
+    Effect.gen(function*() {
+      const payload = randomBytes(300 * 1024)
+      const fromServer = yield* Deferred.make<Buffer, TransportError>()
+      const server = yield* endpoint({
+        handlers: {
+          "test/a": (connection) =>
+            Effect.gen(function*() {
+              yield* Effect.forkScoped(acceptEach(echoStream(""))(connection))
+              // The server opens a stream too; the client echoes it.
+              const stream = yield* connection.openBidi
+              yield* Deferred.complete(fromServer, roundTrip(stream, payload))
+              yield* Effect.never
+            }).pipe(Effect.catchAll(() => Effect.void))
+        }
+      })
+      const connection = yield* Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: server.fingerprint })
+      yield* Effect.forkScoped(acceptEach(echoStream(""))(connection))
+      const answer = yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, payload))
+      expect(answer.equals(payload)).toBe(true)
+      expect((yield* Deferred.await(fromServer)).equals(payload)).toBe(true)
+    }))
+
+  it.scopedLive("a peer's force-closed stream fails cleanly; the node keeps serving; no unhandled rejection", () =>
+    Effect.gen(function*() {
+      const unhandled: Array<unknown> = []
+      const onUnhandled = (reason: unknown) => void unhandled.push(reason)
+      yield* Effect.acquireRelease(
+        Effect.sync(() => process.on("unhandledRejection", onUnhandled)),
+        () => Effect.sync(() => process.off("unhandledRejection", onUnhandled))
+      )
+      // "test/reset": read one chunk, then reset the stream in both directions.
+      const server = yield* endpoint({
+        handlers: {
+          "test/reset": acceptEach((stream) =>
+            Effect.zipRight(stream.read, stream.reset).pipe(Effect.catchAll(() => Effect.void))
+          ),
+          "test/a": echo()
+        }
+      })
+      const victim = yield* Quic.connect(server.address, { alpn: "test/reset", expectedFingerprint: server.fingerprint })
+      const stream = yield* victim.openBidi
+      yield* stream.write(utf8("first"))
+      const failed = yield* Effect.flip(stream.read)
+      expect(failed.reason).toBe("Reset")
+      expect(failed.message).toMatch(/stream (reset|stopped) by peer/)
+      // Later writes fail too, typed.
+      const writeFailure = yield* stream.write(utf8("more")).pipe(
+        Effect.zipRight(Effect.sleep("20 millis")),
+        Effect.zipRight(stream.write(utf8("more"))),
+        Effect.flip
+      )
+      expect(["Reset", "Io"]).toContain(writeFailure.reason)
+      // The same connection opens another stream and gets reset again, the connection itself is fine.
+      const second = yield* victim.openBidi
+      yield* second.write(utf8("again"))
+      expect((yield* Effect.flip(second.read)).reason).toBe("Reset")
+      // Another connection works.
+      const other = yield* Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: server.fingerprint })
+      expect((yield* Effect.flatMap(other.openBidi, (s) => roundTrip(s, utf8("ok")))).toString()).toBe("ok")
+      // Let any stray promise settle before looking.
+      yield* Effect.sleep("50 millis")
+      expect(unhandled).toEqual([])
+    }))
+
+  it.scopedLive("a client the server rejects after the handshake gets a typed error on its first stream I/O", () =>
+    Effect.gen(function*() {
+      const server = yield* endpoint({ handlers: { "test/a": echo() } })
+      // A raw client that presents no certificate: the library lets its connect resolve, then the server refuses.
+      const client = yield* Effect.acquireRelease(
+        Effect.promise(() =>
+          QUICClient.createQUICClient({
+            host: server.address.host,
+            port: server.address.port,
+            crypto: { ops: { randomBytes: async (data: ArrayBuffer) => void randomBytes(data.byteLength).copy(Buffer.from(data)) } },
+            config: { verifyPeer: false, applicationProtos: ["test/a"] }
+          })
+        ),
+        (client) => Effect.promise(() => client.destroy({ force: true }).catch(() => undefined))
+      )
+      const connection = QuicConnection.make(
+        client.connection,
+        "client",
+        ({ force }) => client.destroy({ force })
+      )
+      const result = yield* Effect.either(
+        Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("hello")))
+      )
+      expect(Either.isLeft(result)).toBe(true)
+      const error = Either.getLeft(result).pipe(Option.getOrThrow)
+      expect(error.reason).toBe("Closed")
+      expect(error.message).toBe(
+        "connection closed by the peer: the peer rejected the TLS handshake: TLS alert 116 (certificate_required)"
+      )
+      expect((yield* connection.closed).by).toBe("peer")
+      expect(yield* server.connections).toBe(0)
+    }))
+
+  it.live("closing the endpoint drains in-flight streams, then forces what is left", () =>
+    Effect.gen(function*() {
+      const received = yield* Deferred.make<void>()
+      // Answers each request after a pause: a request in flight when shutdown starts.
+      const slow: ProtocolHandler = acceptEach((stream) =>
+        Effect.gen(function*() {
+          const request = yield* stream.read
+          yield* Deferred.succeed(received, undefined)
+          yield* Effect.sleep("150 millis")
+          yield* stream.write(Option.getOrThrow(request))
+          yield* stream.end
+        }).pipe(Effect.catchAll(() => stream.reset))
+      )
+      const stuck: ProtocolHandler = acceptEach((stream) => Effect.zipRight(stream.read, Effect.never).pipe(Effect.ignore))
+
+      yield* Effect.gen(function*() {
+        const serverScope = yield* Scope.make()
+        const server = yield* Scope.extend(endpoint({ handlers: { "test/slow": slow } }), serverScope)
+        const connection = yield* Quic.connect(server.address, { alpn: "test/slow", expectedFingerprint: server.fingerprint })
+        const stream = yield* connection.openBidi
+        yield* stream.write(utf8("in flight"))
+        yield* stream.end
+        yield* Deferred.await(received)
+        const shutdown = yield* Effect.fork(Scope.close(serverScope, Exit.void))
+        expect((yield* readAll(stream)).toString()).toBe("in flight")
+        yield* Fiber.join(shutdown)
+        expect((yield* connection.closed).by).toBe("peer")
+      }).pipe(Effect.scoped)
+
+      yield* Effect.gen(function*() {
+        const serverScope = yield* Scope.make()
+        const server = yield* Scope.extend(
+          endpoint({ handlers: { "test/stuck": stuck }, drainTimeout: "200 millis" }),
+          serverScope
+        )
+        const connection = yield* Quic.connect(server.address, { alpn: "test/stuck", expectedFingerprint: server.fingerprint })
+        const stream = yield* connection.openBidi
+        yield* stream.write(utf8("never answered"))
+        yield* Effect.sleep("20 millis")
+        expect(yield* server.connections).toBe(1)
+        yield* Scope.close(serverScope, Exit.void)
+        const error = yield* Effect.flip(readAll(stream))
+        expect(["Reset", "Closed"]).toContain(error.reason)
+        expect(yield* server.connections).toBe(0)
+      }).pipe(Effect.scoped)
+    }))
+
+  it.live("leaves no connections, handler fibers or sockets behind", () =>
+    Effect.gen(function*() {
+      const before = udpSockets()
+      const running = yield* Ref.make(0)
+      const counted: ProtocolHandler = (connection) =>
+        Effect.acquireRelease(Ref.update(running, (n) => n + 1), () => Ref.update(running, (n) => n - 1)).pipe(
+          Effect.zipRight(echo()(connection))
+        )
+      yield* Effect.gen(function*() {
+        const server = yield* endpoint({ handlers: { "test/a": counted } })
+        for (let i = 0; i < 3; i++) {
+          yield* Effect.gen(function*() {
+            const connection = yield* Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: server.fingerprint })
+            yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("x")))
+            // Leave one stream open and unfinished when the client goes away.
+            yield* Effect.flatMap(connection.openBidi, (s) => s.write(utf8("dangling")))
+          }).pipe(Effect.scoped)
+        }
+        // The server notices each client close promptly.
+        yield* Effect.repeat(server.connections, { until: (n) => n === 0, schedule: Schedule.spaced("10 millis"), times: 200 })
+        expect(yield* server.connections).toBe(0)
+        expect(yield* Ref.get(running)).toBe(0)
+      }).pipe(Effect.scoped)
+      expect(udpSockets()).toBe(before)
+    }))
+})
