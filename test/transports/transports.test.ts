@@ -1,0 +1,92 @@
+import { expect } from "@effect/vitest"
+import { Effect, Either, Option } from "effect"
+import { WebSocket as RawWebSocket } from "ws"
+import * as Quic from "../../src/layers/quic/Quic.js"
+import * as WebSocket from "../../src/layers/ws/WebSocket.js"
+import * as CallProtocol from "../../src/services/CallProtocol.js"
+import type { BidiStream } from "../../src/services/Endpoint.js"
+import { transportSuite } from "./suite.js"
+
+const frameHeader = (length: number) => {
+  const header = Buffer.alloc(4)
+  header.writeUInt32BE(length, 0)
+  return header
+}
+
+/** Send raw bytes on a fresh QUIC stream and expect the node to reset that stream. */
+const quicGarbage = (bytes: Uint8Array) => (url: string, fingerprint: string) =>
+  Effect.gen(function*() {
+    const { hostname, port } = new URL(url)
+    const connection = yield* Quic.connect(
+      { host: hostname, port: Number(port) },
+      { alpn: CallProtocol.ALPN, expectedFingerprint: fingerprint }
+    )
+    const stream: BidiStream = yield* connection.openBidi
+    yield* stream.write(bytes)
+    const readToEnd = Effect.iterate(Option.some(new Uint8Array()) as Option.Option<Uint8Array>, {
+      while: Option.isSome,
+      body: () => stream.read
+    })
+    const result = yield* Effect.either(readToEnd)
+    expect(Either.isLeft(result)).toBe(true)
+  })
+
+transportSuite({
+  name: "QUIC",
+  listen: (identity, options, extra) =>
+    Effect.map(
+      Quic.makeEndpoint({
+        host: "127.0.0.1",
+        port: 0,
+        identity,
+        handlers: { [CallProtocol.ALPN]: CallProtocol.handler(options) },
+        ...(extra?.drainTimeout === undefined ? {} : { drainTimeout: extra.drainTimeout })
+      }),
+      (endpoint) => ({ url: `quic://127.0.0.1:${endpoint.address.port}`, fingerprint: endpoint.fingerprint })
+    ),
+  garbage: [
+    { name: "a zero-length frame", send: quicGarbage(frameHeader(0)) },
+    { name: "a frame length of 64 MiB + 1", send: quicGarbage(frameHeader(64 * 1024 * 1024 + 1)) },
+    { name: "a frame of bad JSON", send: quicGarbage(Buffer.concat([frameHeader(5), Buffer.from("{nope")])) },
+    {
+      name: "a frame that is not an envelope",
+      send: quicGarbage(Buffer.concat([frameHeader(7), Buffer.from('{"a":1}')]))
+    }
+  ]
+})
+
+/** Send one raw WebSocket message and expect the node to close the socket with `code`. */
+const wsGarbage = (data: string | Buffer, code: number) => (url: string) =>
+  Effect.gen(function*() {
+    const closed = yield* Effect.async<number>((resume) => {
+      // A hostile peer: it does not verify the server, it only wants to be rude to it.
+      const socket = new RawWebSocket(url, { rejectUnauthorized: false })
+      socket.on("open", () => socket.send(data))
+      socket.on("close", (closeCode) => resume(Effect.succeed(closeCode)))
+      socket.on("error", () => undefined)
+      return Effect.sync(() => socket.terminate())
+    })
+    expect(closed).toBe(code)
+  })
+
+transportSuite({
+  name: "WebSocket",
+  listen: (identity, options, extra) =>
+    Effect.map(
+      WebSocket.listen({
+        host: "127.0.0.1",
+        port: 0,
+        identity,
+        onConnection: CallProtocol.webSocketHandler(options),
+        ...(extra?.drainTimeout === undefined ? {} : { drainTimeout: extra.drainTimeout })
+      }),
+      (listener) => ({ url: listener.url, fingerprint: Option.getOrThrow(listener.fingerprint) })
+    ),
+  garbage: [
+    { name: "a text message", send: wsGarbage("hello", 1002) },
+    { name: "an empty message", send: wsGarbage(Buffer.alloc(0), 1002) },
+    { name: "a message of bad JSON", send: wsGarbage(Buffer.from("{nope"), 1002) },
+    { name: "a message that is not an envelope", send: wsGarbage(Buffer.from('{"a":1}'), 1002) },
+    { name: "a message over 64 MiB", send: wsGarbage(Buffer.alloc(64 * 1024 * 1024 + 1), 1009) }
+  ]
+})
