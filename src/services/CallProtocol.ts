@@ -1,0 +1,124 @@
+/**
+ * The `alknet/call` protocol on an accepted connection, whatever carries it (SPEC §4–§5, §10):
+ *
+ * - `handler(options)`: the `ProtocolHandler` an `Endpoint` registers for ALPN `alknet/call` (QUIC: one
+ *   bidirectional stream per call, framed);
+ * - `webSocketHandler(options)`: the same for a WebSocket listener (one envelope per binary message).
+ *
+ * Both run the same engine (`call/Connection`) with the same identity rules:
+ *
+ * - the connection's identity is its TLS fingerprint resolved through the `Authenticator` — re-resolved on every
+ *   request, so a peer added, changed or disabled while the connection is up applies to its next call; over
+ *   WebSocket a bearer token on the upgrade, when it resolves, is the connection's identity instead;
+ * - a request's `auth_token` that resolves replaces the connection identity for that request only; one that does not
+ *   falls back to it and counts as a failed attempt: at `maxAuthAttempts` the connection is closed;
+ * - an optional connection gate (`admit`, e.g. the per-IP connection limit) runs before anything is served.
+ *
+ * The connection is symmetric: `onConnection` receives the engine connection, so the node can call back the peer
+ * that called it (the peer graph uses this).
+ */
+import { Effect, Option } from "effect"
+import type { Duration, Redacted, Scope } from "effect"
+import * as Connection from "../call/Connection.js"
+import type { OperationSource } from "../call/Dispatcher.js"
+import * as StreamTransport from "../call/StreamTransport.js"
+import type { CallTransport } from "../call/Transport.js"
+import type { Accepted as WebSocketAccepted } from "../layers/ws/WebSocket.js"
+import type { Identity } from "../schema/Identity.js"
+import type { Address, ProtocolHandler } from "./Endpoint.js"
+
+/** The ALPN of the call protocol. */
+export const ALPN = "alknet/call"
+
+/** Resolves who is calling. An `IdentityProvider` is one. */
+export interface Authenticator {
+  readonly resolveFingerprint: (fingerprint: string) => Effect.Effect<Option.Option<Identity>>
+  readonly resolveToken: (token: Redacted.Redacted<string>) => Effect.Effect<Option.Option<Identity>>
+}
+
+/** What a served connection looks like from the outside, for `admit` and `onConnection`. */
+export interface ConnectionInfo {
+  readonly transport: "quic" | "ws"
+  readonly remoteAddress: Address
+  readonly peerFingerprint: Option.Option<string>
+}
+
+export interface ServeOptions {
+  /** The operations served (the registry, or the peer graph's composed source). */
+  readonly source: OperationSource
+  /** Resolves fingerprints and tokens (default: nobody is identified). */
+  readonly authenticator?: Authenticator
+  /** Failed token resolutions before the connection is closed (default 5; read live on each failure). */
+  readonly maxAuthAttempts?: number | Effect.Effect<number>
+  /** Default deadline of incoming calls (default 30 s). */
+  readonly defaultTimeout?: Duration.DurationInput
+  /** Largest frame / message, in bytes (default 64 MiB). */
+  readonly maxFrameBytes?: number
+  /**
+   * Gate run before serving, in the connection's scope (e.g. take a per-IP permit held for the connection's life).
+   * A failure refuses the connection: it is logged and closed.
+   */
+  readonly admit?: (info: ConnectionInfo) => Effect.Effect<void, { readonly message: string }, Scope.Scope>
+  /** Runs alongside the served connection (e.g. to import the peer's operations or call it back). */
+  readonly onConnection?: (connection: Connection.Connection, info: ConnectionInfo) => Effect.Effect<void, never, Scope.Scope>
+}
+
+const none = Effect.succeed(Option.none<Identity>())
+
+/** Serve the call protocol on one transport until it closes. */
+export const serve = (
+  transport: CallTransport,
+  info: ConnectionInfo,
+  options: ServeOptions,
+  upgradeToken: Option.Option<Redacted.Redacted<string>> = Option.none()
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    if (options.admit !== undefined) {
+      const admitted = yield* Effect.either(options.admit(info))
+      if (admitted._tag === "Left") {
+        yield* Effect.logWarning(`connection refused: ${admitted.left.message}`)
+        return yield* transport.close
+      }
+    }
+    const authenticator = options.authenticator
+    const byFingerprint = authenticator === undefined || Option.isNone(info.peerFingerprint)
+      ? none
+      : authenticator.resolveFingerprint(info.peerFingerprint.value)
+    const identity = authenticator === undefined || Option.isNone(upgradeToken)
+      ? byFingerprint
+      : Effect.flatMap(
+        authenticator.resolveToken(upgradeToken.value),
+        (resolved) => (Option.isSome(resolved) ? Effect.succeed(resolved) : byFingerprint)
+      )
+    const connection = yield* Connection.make(transport, {
+      source: options.source,
+      identity,
+      ...(authenticator === undefined ? {} : { resolveToken: authenticator.resolveToken }),
+      ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts }),
+      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
+    })
+    if (options.onConnection !== undefined) yield* Effect.forkScoped(options.onConnection(connection, info))
+    yield* connection.closed
+  }).pipe(
+    Effect.annotateLogs({
+      transport: info.transport,
+      remote: `${info.remoteAddress.host}:${info.remoteAddress.port}`
+    })
+  )
+
+/** The protocol handler to register on an `Endpoint` under `ALPN`. */
+export const handler = (options: ServeOptions): ProtocolHandler => (connection) =>
+  serve(
+    StreamTransport.make(connection, options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
+    { transport: "quic", remoteAddress: connection.remoteAddress, peerFingerprint: connection.peerFingerprint },
+    options
+  )
+
+/** The connection handler for a WebSocket listener (`layers/ws/WebSocket.listen`). */
+export const webSocketHandler = (options: ServeOptions) => (accepted: WebSocketAccepted): Effect.Effect<void, never, Scope.Scope> =>
+  serve(
+    accepted.transport,
+    { transport: "ws", remoteAddress: accepted.remoteAddress, peerFingerprint: accepted.peerFingerprint },
+    options,
+    accepted.bearerToken
+  )
