@@ -1,0 +1,76 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import * as Config from "../../src/schema/Config.js"
+
+const fp = (c: string) => `ed25519:${c.repeat(64)}`
+const hash = `sha256:${"0".repeat(64)}`
+const problem = (text: string) => Either.getLeft(Config.decode(text)).pipe((o) => o._tag === "Some" ? o.value : "")
+
+describe("Config schema", () => {
+  it("{} is a valid config with every default", () => {
+    expect(Either.getOrThrow(Config.decode("{}"))).toEqual({
+      listen: { host: "127.0.0.1", port: 4433 },
+      tls: { type: "raw_key" },
+      drain_timeout_ms: 2000,
+      data_dir: "data",
+      peers: [],
+      api_keys: [],
+      rate_limits: { max_connections_per_ip: 100, max_auth_attempts: 5 }
+    })
+  })
+
+  it("decodes a full file; peers get defaults; expires_at is an instant", () => {
+    const config = Either.getOrThrow(Config.decode(JSON.stringify({
+      listen: "[::1]:9000",
+      tls: { type: "x509", cert_file: "c.pem", key_file: "k.pem" },
+      drain_timeout_ms: 500,
+      data_dir: "/var/lib/alknet",
+      rate_limits: { max_auth_attempts: 3 },
+      peers: [{ peer_id: "w-1", fingerprints: [fp("a"), `SHA256:${"b".repeat(64)}`], auth_token_hash: hash }],
+      api_keys: [{ prefix: "alk_AB-_", hash, scopes: ["read"], expires_at: "2030-01-01T00:00:00Z" }]
+    })))
+    expect(config.listen).toEqual({ host: "::1", port: 9000 })
+    expect(config.rate_limits).toEqual({ max_connections_per_ip: 100, max_auth_attempts: 3 })
+    expect(config.peers[0]).toEqual({
+      peer_id: "w-1",
+      fingerprints: [fp("a"), `SHA256:${"b".repeat(64)}`],
+      auth_token_hash: hash,
+      scopes: [],
+      resources: {},
+      enabled: true
+    })
+    expect(config.api_keys[0]?.expires_at?.epochMillis).toBe(Date.UTC(2030, 0, 1))
+    expect(config.api_keys[0]?.description).toBe("")
+  })
+
+  it("every error names its field", () => {
+    expect(problem("{")).toMatch(/^config: /)
+    expect(problem(`{"peers":[{"peer_id":"a"},{"peer_id":"b"},{"peer_id":"a"}]}`)).toBe(
+      "peers[2].peer_id: duplicate peer_id \"a\""
+    )
+    expect(problem(`{"api_keys":[{"prefix":"alk_aaaa","hash":"${hash}"},{"prefix":"alk_aaaa","hash":"${hash}"}]}`))
+      .toBe("api_keys[1].prefix: duplicate prefix \"alk_aaaa\"")
+    expect(problem(`{"peers":[{"peer_id":"a","fingerprints":["ed25519:ABC"]}]}`)).toContain("peers[0].fingerprints[0]")
+    expect(problem(`{"peers":[{"peer_id":"a","auth_token_hash":"sha256:xyz"}]}`)).toContain(
+      "peers[0].auth_token_hash"
+    )
+    expect(problem(`{"peers":[{"peer_id":"has/slash"}]}`)).toContain("peers[0].peer_id")
+    expect(problem(`{"peers":[{"peer_id":"local"}]}`)).toContain("reserved")
+    expect(problem(`{"api_keys":[{"prefix":"key_aaaa","hash":"${hash}"}]}`)).toContain("api_keys[0].prefix")
+    expect(problem(`{"api_keys":[{"prefix":"alk_aaaa","hash":"${hash}","expires_at":"soon"}]}`)).toContain(
+      "api_keys[0].expires_at"
+    )
+    expect(problem(`{"listen":"localhost"}`)).toContain("listen: expected host:port")
+    expect(problem(`{"listen":"1.2.3.4:70000"}`)).toContain("listen")
+    expect(problem(`{"tls":{"type":"x509","cert_file":"c"}}`)).toBe("tls.key_file: is missing")
+    expect(problem(`{"rate_limits":{"max_connections_per_ip":0}}`)).toContain("rate_limits.max_connections_per_ip")
+    expect(problem(`{"drain_timeout":5}`)).toContain("drain_timeout: is unexpected")
+    expect(problem(`{"peers":[{"peer_id":"a","enable":false}]}`)).toContain("peers[0].enable: is unexpected")
+  })
+
+  it("reports every problem at once", () => {
+    const message = problem(`{"listen":"x","peers":[{"peer_id":""}]}`)
+    expect(message).toContain("listen")
+    expect(message).toContain("peers[0].peer_id")
+  })
+})
