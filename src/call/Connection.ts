@@ -18,7 +18,7 @@
  * outbound call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
  * stops early) sends `call.aborted` for it.
  */
-import { Deferred, Duration, Effect, Exit, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
+import { Chunk, Deferred, Duration, Effect, Exit, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
@@ -91,7 +91,8 @@ export interface Connection {
 /** The pending side of an outgoing call: what to do with the envelopes correlated to it. */
 interface Pending {
   done: boolean
-  readonly responded: (output: unknown) => Effect.Effect<void>
+  /** One or more `call.responded` outputs, in order (consecutive items of one read are delivered together). */
+  readonly responded: (outputs: ReadonlyArray<unknown>) => Effect.Effect<void>
   readonly failed: (error: CallError.CallError) => Effect.Effect<void>
   readonly completed: () => Effect.Effect<void>
 }
@@ -163,6 +164,49 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     // ---------------------------------------------------------------------------------------------------------
     // Routing: every envelope, whatever exchange it came on, by type and id.
 
+    /**
+     * Route the envelopes of one read. Consecutive `call.responded` of one id are grouped, so a subscription's items
+     * cross the consumer's bounded buffer one read at a time instead of one item at a time.
+     */
+    const routeChunk = (
+      envelopes: Chunk.Chunk<EventEnvelope>,
+      exchange: Exchange,
+      state: ExchangeState
+    ): Effect.Effect<void> => {
+      if (envelopes.length === 1) return route(Chunk.unsafeHead(envelopes), exchange, state)
+      const steps: Array<Effect.Effect<void>> = []
+      let batch: Array<unknown> | undefined
+      let batchId = ""
+      const flush = () => {
+        if (batch === undefined) return
+        const outputs = batch
+        const id = batchId
+        batch = undefined
+        steps.push(Effect.suspend(() => respond(id, outputs)))
+      }
+      for (const envelope of envelopes) {
+        if (envelope.type === "call.responded") {
+          if (batch !== undefined && batchId === envelope.id) {
+            batch.push(envelope.payload.output ?? null)
+            continue
+          }
+          flush()
+          batch = [envelope.payload.output ?? null]
+          batchId = envelope.id
+          continue
+        }
+        flush()
+        steps.push(Effect.suspend(() => route(envelope, exchange, state)))
+      }
+      flush()
+      return Effect.forEach(steps, (step) => step, { discard: true })
+    }
+
+    const respond = (id: string, outputs: ReadonlyArray<unknown>): Effect.Effect<void> => {
+      const entry = pending.get(id)
+      return entry === undefined || entry.done ? Effect.void : entry.responded(outputs)
+    }
+
     const route = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
       switch (envelope.type) {
         case "call.requested":
@@ -173,10 +217,8 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           const entry = pending.get(envelope.id)
           return entry === undefined || entry.done ? Effect.void : entry.failed(CallError.internal("request aborted by peer"))
         }
-        case "call.responded": {
-          const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done ? Effect.void : entry.responded(envelope.payload.output ?? null)
-        }
+        case "call.responded":
+          return respond(envelope.id, [envelope.payload.output ?? null])
         case "call.error": {
           const entry = pending.get(envelope.id)
           return entry === undefined || entry.done ? Effect.void : entry.failed(CallError.fromPayload(envelope.payload))
@@ -203,7 +245,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const serveExchange = (exchange: Exchange): Effect.Effect<void> => {
       const state: ExchangeState = { ids: new Set(), finished: false }
       return exchange.receive.pipe(
-        Stream.runForEach((envelope) => route(envelope, exchange, state)),
+        Stream.runForEachChunk((envelopes) => routeChunk(envelopes, exchange, state)),
         Effect.exit,
         Effect.flatMap((exit) => {
           // A reset or invalid frame: the requests on this exchange lost their caller.
@@ -270,7 +312,10 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           prepared._tag === "Unary"
             ? Effect.flatMap(prepared.run, (output) => sendOutput(exchange, id, output))
             : Effect.zipRight(
-              Stream.runForEach(prepared.run, (item) => sendOutput(exchange, id, item)),
+              Stream.runForEachChunk(
+                prepared.run,
+                (items) => Effect.forEach(items, (item) => sendOutput(exchange, id, item), { discard: true })
+              ),
               send(exchange, { type: "call.completed", id, payload: {} })
             )
         ),
@@ -324,7 +369,9 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const readOwn = (exchange: Exchange, entry: Pending) => {
       const state = outgoingState()
       return exchange.receive.pipe(
-        Stream.runForEachWhile((envelope) => Effect.map(route(envelope, exchange, state), () => !entry.done)),
+        Stream.chunks,
+        // the flag is read after routing: stop as soon as this call's answer arrived (a WebSocket exchange has no FIN)
+        Stream.runForEachWhile((envelopes) => Effect.map(routeChunk(envelopes, exchange, state), () => !entry.done)),
         Effect.ignore,
         Effect.zipRight(Effect.suspend(() => entry.done ? Effect.void : entry.failed(closedError())))
       )
@@ -367,7 +414,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         const result = Deferred.unsafeMake<unknown, CallError.CallError>(undefined as never)
         const entry: Pending = {
           done: false,
-          responded: (output) => settle(Deferred.succeed(result, output)),
+          responded: (outputs) => settle(Deferred.succeed(result, outputs[0])),
           failed: (error) => settle(Deferred.fail(result, error)),
           completed: () => settle(Deferred.fail(result, CallError.internal("call completed without a response")))
         }
@@ -401,7 +448,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         )
         const entry: Pending = {
           done: false,
-          responded: (output) => Queue.offer(items, Take.of(output)),
+          responded: (outputs) => Queue.offer(items, Take.chunk(Chunk.unsafeFromArray(outputs as Array<unknown>))),
           failed: (error) => finish(Take.fail(error)),
           completed: () => finish(Take.end)
         }

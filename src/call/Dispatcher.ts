@@ -17,7 +17,7 @@
  * Where names resolve is an `OperationSource`: the curated registry now; the peer graph composes overlays later by
  * passing another source, or by resolving a registration itself and calling `invokeRegistration`.
  */
-import { Cause, Clock, Duration, Effect, Either, Fiber, FiberSet, Option, ParseResult, Stream } from "effect"
+import { Cause, Chunk, Clock, Duration, Effect, Either, Fiber, FiberSet, Option, ParseResult, Stream } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { Identity } from "../schema/Identity.js"
@@ -140,6 +140,17 @@ const encodeOutput = (registration: HandlerRegistration, output: unknown) => {
   )
 }
 
+/** Encode a chunk of subscription items (one effect per chunk, not per item). */
+const encodeChunk = (registration: HandlerRegistration, items: Chunk.Chunk<unknown>) => {
+  const out: Array<unknown> = []
+  for (const item of items) {
+    const encoded = registration.spec.encodeOutput(item)
+    if (Either.isLeft(encoded)) return Effect.map(encodeOutput(registration, item), Chunk.of) // logs and fails
+    out.push(encoded.right)
+  }
+  return Effect.succeed(Chunk.unsafeFromArray(out))
+}
+
 export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.Scope> =>
   Effect.gen(function*() {
     const source = options.source
@@ -254,7 +265,7 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
         running++
         return handler.run(input, ctx)
       }).pipe(
-        Stream.mapEffect((item) => encodeOutput(registration, item)),
+        Stream.mapChunksEffect((chunk) => encodeChunk(registration, chunk)),
         Stream.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause) ? Stream.failCause(cause) : Stream.fromEffect(mapHandlerFailure(registration, cause))
         ),

@@ -41,6 +41,12 @@ export interface InMemoryTransport extends CallTransport {
 
 const END: unique symbol = Symbol("end")
 
+// Errors are immutable values: allocate them once (building an error captures a stack trace, which is costly).
+const RESET_BY_PEER = TransportError.reset()
+const EXCHANGE_CLOSED = TransportError.reset("exchange closed")
+const CONNECTION_CLOSED = TransportError.closed()
+const ALREADY_ENDED = TransportError.closed("exchange already ended")
+
 /**
  * A FIFO bounded by total weight, with one failure per side: `failWriter` makes offers fail, `failReader` makes takes
  * fail (dropping what is buffered, like a stream reset). An item heavier than the capacity is accepted when the
@@ -61,7 +67,7 @@ class BoundedChannel<A> {
   offer(item: A): Effect.Effect<void, TransportError.TransportError> {
     return Effect.suspend(() => {
       if (this.writerError) return Effect.fail(this.writerError)
-      if (this.ended) return Effect.fail(TransportError.closed("exchange already ended"))
+      if (this.ended) return Effect.fail(ALREADY_ENDED)
       const weight = this.weigh(item)
       if (this.used === 0 || this.used + weight <= this.capacity) {
         this.push(item, weight)
@@ -230,21 +236,20 @@ class ExchangeEnd implements InMemoryExchange {
     if (this.closed) return
     this.closed = true
     this.side.live.delete(this)
-    this.incoming.failWriter(TransportError.reset())
-    this.incoming.failReader(TransportError.reset("exchange closed"))
-    this.outgoing.failWriter(TransportError.reset("exchange closed"))
-    if (!this.outgoing.isEnded) this.outgoing.failReader(TransportError.reset())
+    this.incoming.failWriter(RESET_BY_PEER)
+    this.incoming.failReader(EXCHANGE_CLOSED)
+    this.outgoing.failWriter(EXCHANGE_CLOSED)
+    if (!this.outgoing.isEnded) this.outgoing.failReader(RESET_BY_PEER)
   }
 
   /** The connection is gone: everything fails with `Closed`. */
   kill(): void {
     this.closed = true
     this.side.live.delete(this)
-    const error = TransportError.closed()
-    this.incoming.failReader(error)
-    this.incoming.failWriter(error)
-    this.outgoing.failReader(error)
-    this.outgoing.failWriter(error)
+    this.incoming.failReader(CONNECTION_CLOSED)
+    this.incoming.failWriter(CONNECTION_CLOSED)
+    this.outgoing.failReader(CONNECTION_CLOSED)
+    this.outgoing.failWriter(CONNECTION_CLOSED)
   }
 }
 
@@ -266,13 +271,13 @@ export const makePair = (
     closed = true
     for (const side of [a, b]) {
       side.accept.end()
-      side.accept.failWriter(TransportError.closed())
+      side.accept.failWriter(CONNECTION_CLOSED)
       for (const end of [...side.live]) end.kill()
     }
   })
   const endpoint = (self: Side, peer: Side): InMemoryTransport => ({
     open: Effect.suspend(() => {
-      if (closed) return Effect.fail(TransportError.closed())
+      if (closed) return Effect.fail(CONNECTION_CLOSED)
       const forward = new BoundedChannel<Uint8Array>(resolved.bufferBytes, (bytes) => bytes.length)
       const backward = new BoundedChannel<Uint8Array>(resolved.bufferBytes, (bytes) => bytes.length)
       const mine = new ExchangeEnd(self, backward, forward, resolved)

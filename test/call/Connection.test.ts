@@ -172,3 +172,25 @@ describe("connection", () => {
       expect(yield* Stream.runCount(a.accept)).toBe(0)
     }))
 })
+
+describe("connection against a raw peer", () => {
+  it.scoped("a call completes on its answer even if the peer never ends the exchange (as over WebSocket)", () =>
+    Effect.gen(function*() {
+      const [mine, theirs] = yield* InMemoryTransport.makePair()
+      const client = yield* Connection.make(mine)
+      // a peer that answers and keeps the exchange open
+      yield* theirs.accept.pipe(
+        Stream.runForEach((exchange) =>
+          Effect.fork(
+            Stream.runForEach(exchange.receive, (env) =>
+              env.type === "call.requested"
+                ? exchange.send({ type: "call.responded", id: env.id, payload: { output: "answer" } })
+                : Effect.void)
+          )
+        ),
+        Effect.forkScoped
+      )
+      expect(yield* client.call("any/op", null)).toBe("answer")
+      expect(yield* client.stats).toMatchObject({ pending: 0 })
+    }))
+})
