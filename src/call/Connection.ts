@@ -18,7 +18,7 @@
  * outbound call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
  * stops early) sends `call.aborted` for it.
  */
-import { Chunk, Deferred, Duration, Effect, Exit, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
+import { Chunk, Clock, Deferred, Duration, Effect, Exit, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
@@ -310,7 +310,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         ),
         Effect.flatMap((prepared) =>
           prepared._tag === "Unary"
-            ? Effect.flatMap(prepared.run, (output) => sendOutput(exchange, id, output))
+            ? serveUnary(prepared, exchange, id)
             : Effect.zipRight(
               Stream.runForEachChunk(
                 prepared.run,
@@ -321,6 +321,41 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         ),
         Effect.catchAll((error) => error._tag === "CallError" ? sendError(exchange, id, error) : Effect.fail(error))
       )
+    }
+
+    /**
+     * Run a unary handler in this request's fiber and answer. The deadline is one timer fiber that interrupts the
+     * request fiber (handler and inline children with it); the release then answers TIMEOUT. This is a third of the
+     * cost of racing the handler against a sleep (`Effect.timeout` forks both sides).
+     */
+    const serveUnary = (
+      prepared: Extract<Dispatcher.Prepared, { _tag: "Unary" }>,
+      exchange: Exchange,
+      id: string
+    ): Effect.Effect<void, CallError.CallError | TransportError> => {
+      const answer = Effect.flatMap(prepared.handler, (output) => sendOutput(exchange, id, output))
+      if (Option.isNone(prepared.deadline)) return answer
+      const deadline = prepared.deadline.value
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const remaining = deadline - now
+        if (remaining <= 0) return sendError(exchange, id, CallError.timeout())
+        return Effect.withFiberRuntime<void, CallError.CallError | TransportError>((self) => {
+          let timedOut = false
+          const timer = Effect.zipRight(
+            Effect.sleep(remaining),
+            Effect.sync(() => {
+              timedOut = true
+              self.unsafeInterruptAsFork(self.id())
+            })
+          )
+          return Effect.acquireUseRelease(Effect.forkDaemon(timer), () => answer, (timerFiber, exit) => {
+            timerFiber.unsafeInterruptAsFork(self.id())
+            return timedOut && Exit.isInterrupted(exit)
+              ? Effect.ignore(sendError(exchange, id, CallError.timeout()))
+              : Effect.void
+          })
+        })
+      })
     }
 
     const startRequest = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
@@ -377,26 +412,26 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       )
     }
 
-    /** Open an exchange and register the entry; release aborts an unfinished call and closes the exchange. */
-    const openCall = (id: string, entry: Pending) =>
-      Effect.acquireRelease(
-        Effect.suspend(() => {
-          if (closed) return Effect.fail(closedError())
-          return Effect.map(Effect.mapError(transport.open, closedError), (exchange) => {
-            pending.set(id, entry)
-            return exchange
-          })
-        }),
-        (exchange) =>
-          Effect.suspend(() => {
-            pending.delete(id)
-            const abort = entry.done || closed
-              ? Effect.void
-              : Effect.ignore(exchange.send({ type: "call.aborted", id, payload: {} }))
-            entry.done = true
-            return Effect.zipRight(abort, Effect.zipRight(exchange.end, exchange.close))
-          })
-      )
+    /** Open an exchange and register the entry. */
+    const acquireCall = (id: string, entry: Pending) =>
+      Effect.suspend(() => {
+        if (closed) return Effect.fail(closedError())
+        return Effect.map(Effect.mapError(transport.open, closedError), (exchange) => {
+          pending.set(id, entry)
+          return exchange
+        })
+      })
+
+    /** Forget the entry; abort the call if it has not finished (interrupted, timed out, consumer gone); close. */
+    const releaseCall = (id: string, entry: Pending, exchange: Exchange) =>
+      Effect.suspend(() => {
+        pending.delete(id)
+        const abort = entry.done || closed
+          ? Effect.void
+          : Effect.ignore(exchange.send({ type: "call.aborted", id, payload: {} }))
+        entry.done = true
+        return Effect.zipRight(abort, Effect.zipRight(exchange.end, exchange.close))
+      })
 
     const sendRequest = (exchange: Exchange, envelope: EventEnvelope) =>
       Effect.mapError(
@@ -423,12 +458,14 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
             entry.done = true
             return Effect.asVoid(effect)
           })
-        const run = Effect.scoped(
-          Effect.flatMap(openCall(id, entry), (exchange) =>
+        const run = Effect.acquireUseRelease(
+          acquireCall(id, entry),
+          (exchange) =>
             sendRequest(exchange, requestEnvelope(id, operation, input, callOptions)).pipe(
               Effect.zipRight(readOwn(exchange, entry)),
               Effect.zipRight(Deferred.await(result))
-            ))
+            ),
+          (exchange) => releaseCall(id, entry, exchange)
         )
         return callOptions.timeout === undefined
           ? run
@@ -457,7 +494,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
             entry.done = true
             return Queue.offer(items, take)
           })
-        const exchange = yield* openCall(id, entry)
+        const exchange = yield* Effect.acquireRelease(acquireCall(id, entry), (ex) => releaseCall(id, entry, ex))
         yield* sendRequest(exchange, requestEnvelope(id, operation, input, callOptions))
         yield* Effect.forkScoped(readOwn(exchange, entry))
         const stream = Stream.flattenTake(Stream.fromQueue(items))

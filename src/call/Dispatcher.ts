@@ -47,7 +47,17 @@ export interface RootRequest {
 export type DispatchPath = "unary" | "streaming" | "any"
 
 export type Prepared =
-  | { readonly _tag: "Unary"; readonly run: Effect.Effect<unknown, CallError.CallError> }
+  | {
+    readonly _tag: "Unary"
+    /** The handler bounded by its deadline: TIMEOUT (and the handler interrupted) past it. */
+    readonly run: Effect.Effect<unknown, CallError.CallError>
+    /**
+     * The handler without the deadline, for a caller that enforces `deadline` itself by interrupting the fiber that
+     * runs it (the connection does: one timer fiber per call instead of a race of two).
+     */
+    readonly handler: Effect.Effect<unknown, CallError.CallError>
+    readonly deadline: Option.Option<number>
+  }
   | { readonly _tag: "Streaming"; readonly run: Stream.Stream<unknown, CallError.CallError> }
 
 export interface Dispatcher {
@@ -247,7 +257,8 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
           internal: false
         }, node)
         if (!streaming) {
-          return { _tag: "Unary", run: withDeadline(runUnary(registration, decoded.right, ctx, node), deadline) }
+          const handler = runUnary(registration, decoded.right, ctx, node)
+          return { _tag: "Unary", run: withDeadline(handler, deadline), handler, deadline }
         }
         return { _tag: "Streaming", run: runStreaming(registration, decoded.right, ctx, node) }
       })
@@ -335,13 +346,16 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
         deadline: parent.deadline,
         internal: true
       }, node)
-      const child = withDeadline(runUnary(registration, decoded.right, ctx, node), parent.deadline)
+      const child = runUnary(registration, decoded.right, ctx, node)
+      // Inline, the child is interrupted with its parent; the deadline timer of the fiber it runs in (the root's, or
+      // a detached ancestor's) covers it.
       if (abortPolicy === "AbortDependents") return child
       // ContinueRunning: the child is not a child fiber of the parent; an abort of the parent leaves it running.
       const tracked = Effect.ensuring(
         Effect.suspend(() => {
           detached++
-          return child
+          // Detached from the root's fiber: it enforces the shared deadline itself.
+          return withDeadline(child, parent.deadline)
         }),
         Effect.sync(() => detached--)
       )
