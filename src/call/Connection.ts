@@ -11,7 +11,7 @@
  *
  * Correlation is by `id` only (see `Transport.ts`): every envelope read from any exchange is routed by its type and id.
  * Each exchange is read by its own fiber (no head-of-line blocking between calls). A subscription's items go through a
- * bounded buffer (`subscriptionBuffer`, default 16): when it is full, the reader stops reading that exchange and the
+ * bounded buffer (`subscriptionBuffer` reads, default 16): when it is full, the reader stops reading that exchange and the
  * transport's flow control slows the producer — items are never dropped and never buffered without bound.
  *
  * Closing (the scope, `close`, the peer, or the transport) interrupts every in-flight call and fails every pending
@@ -41,7 +41,10 @@ export interface Options {
   readonly maxAuthAttempts?: number | Effect.Effect<number>
   /** Deadline of incoming root queries/mutations that carry no `timeout_ms` (default 30 s). */
   readonly defaultTimeout?: Duration.DurationInput
-  /** Items buffered per outgoing subscription before reading stops (default 16). */
+  /**
+   * Reads buffered per outgoing subscription before reading its exchange stops (default 16). A read holds the items
+   * one transport read delivered, so the buffer is bounded in bytes by this × the transport's read size.
+   */
   readonly subscriptionBuffer?: number
   /** Bearer token sent as `auth_token` on every outgoing call (a call's own `authToken` wins). */
   readonly authToken?: Redacted.Redacted<string>

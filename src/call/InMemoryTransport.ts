@@ -54,7 +54,6 @@ const ALREADY_ENDED = TransportError.closed("exchange already ended")
  */
 class BoundedChannel<A> {
   private items: Array<A> = []
-  private head = 0
   private used = 0
   private ended = false
   private readerError: TransportError.TransportError | undefined
@@ -91,11 +90,12 @@ class BoundedChannel<A> {
     })
   }
 
-  take(): Effect.Effect<A | typeof END, TransportError.TransportError> {
+  /** Everything buffered (waiting for at least one item), or the end. */
+  take(): Effect.Effect<Array<A> | typeof END, TransportError.TransportError> {
     return Effect.suspend(() => {
       const now = this.poll()
       if (now !== undefined) return now
-      return Effect.async<A | typeof END, TransportError.TransportError>((resume) => {
+      return Effect.async<Array<A> | typeof END, TransportError.TransportError>((resume) => {
         this.reader = () => {
           const next = this.poll()
           if (next !== undefined) {
@@ -121,7 +121,6 @@ class BoundedChannel<A> {
     if (this.readerError) return
     this.readerError = error
     this.items = []
-    this.head = 0
     this.used = 0
     this.reader?.()
     this.wakeWriters()
@@ -137,19 +136,14 @@ class BoundedChannel<A> {
     return this.ended
   }
 
-  private poll(): Effect.Effect<A | typeof END, TransportError.TransportError> | undefined {
+  private poll(): Effect.Effect<Array<A> | typeof END, TransportError.TransportError> | undefined {
     if (this.readerError) return Effect.fail(this.readerError)
-    if (this.head < this.items.length) {
-      const item = this.items[this.head]!
-      this.items[this.head] = undefined as never
-      this.head++
-      if (this.head === this.items.length) {
-        this.items = []
-        this.head = 0
-      }
-      this.used -= this.weigh(item)
+    if (this.items.length > 0) {
+      const items = this.items
+      this.items = []
+      this.used = 0
       this.wakeWriters()
-      return Effect.succeed(item)
+      return Effect.succeed(items)
     }
     if (this.ended) return Effect.succeed(END)
     return undefined
@@ -190,13 +184,17 @@ class ExchangeEnd implements InMemoryExchange {
       const pull: Effect.Effect<Chunk.Chunk<EventEnvelope>, Option.Option<TransportError.TransportError>> = Effect
         .flatMap(
           Effect.mapError(this.incoming.take(), Option.some),
-          (bytes) => {
+          (chunks) => {
             try {
-              if (bytes === END) {
+              if (chunks === END) {
                 decoder.end()
                 return Effect.fail(Option.none())
               }
-              const envelopes = decoder.push(bytes)
+              const envelopes = decoder.push(chunks[0]!)
+              for (let i = 1; i < chunks.length; i++) {
+                const more = decoder.push(chunks[i]!)
+                for (const envelope of more) envelopes.push(envelope)
+              }
               return envelopes.length === 0 ? pull : Effect.succeed(Chunk.unsafeFromArray(envelopes))
             } catch (e) {
               this.reset()
@@ -287,9 +285,9 @@ export const makePair = (
         mine as InMemoryExchange
       )
     }),
-    accept: Stream.repeatEffectOption(
-      Effect.flatMap(Effect.mapError(self.accept.take(), Option.some), (item) =>
-        item === END ? Effect.fail(Option.none()) : Effect.succeed(item))
+    accept: Stream.repeatEffectChunkOption(
+      Effect.flatMap(Effect.mapError(self.accept.take(), Option.some), (items) =>
+        items === END ? Effect.fail(Option.none()) : Effect.succeed(Chunk.unsafeFromArray<Exchange>(items)))
     ),
     close,
     liveExchanges: () => self.live.size
