@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "@effect/vitest"
-import { Cause, Effect, Either, Logger, Redacted } from "effect"
+import { Cause, Effect, Either, Logger, Redacted, Tracer } from "effect"
 import { inspect } from "node:util"
 import { HdPath, Vault } from "../../src/index.js"
 import { ABOUT, seedOf } from "./VaultReference.js"
@@ -55,6 +55,42 @@ const renderings = (value: unknown) => [
   inspect(value, { depth: Infinity, showHidden: true, customInspect: true }),
   inspect({ nested: value }, { depth: Infinity })
 ]
+
+/** A tracer that records every span: its name, attributes, events and exit. */
+const recordingTracer = () => {
+  const spans: Array<{ name: string; attributes: Map<string, unknown>; events: Array<unknown>; exit?: unknown }> = []
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const record: (typeof spans)[number] = { name, attributes: new Map(), events: [] }
+      spans.push(record)
+      return {
+        _tag: "Span",
+        name,
+        spanId: `${spans.length}`,
+        traceId: "test",
+        parent,
+        context,
+        status: { _tag: "Started", startTime },
+        attributes: record.attributes,
+        links: [...links],
+        sampled: true,
+        kind,
+        end: (_endTime, exit) => {
+          record.exit = exit
+        },
+        attribute: (key, value) => {
+          record.attributes.set(key, value)
+        },
+        event: (name, _startTime, attributes) => {
+          record.events.push({ name, attributes })
+        },
+        addLinks: () => {}
+      } satisfies Tracer.Span
+    },
+    context: (f) => f()
+  })
+  return { spans, tracer }
+}
 
 describe("redaction", () => {
   it.scoped("a DerivedKey's private key never shows: JSON, String, inspect, Effect's loggers", () =>
@@ -125,5 +161,45 @@ describe("redaction", () => {
       const plaintext = yield* vault.decrypt(yield* vault.encrypt("sk-live-topsecret"))
       for (const text of renderings(plaintext)) expectNoLeak(text, ["sk-live-topsecret"])
       expectNoLeak(yield* loggedBy(Effect.log(plaintext)), ["sk-live-topsecret"])
+    }))
+
+  it.scoped("every method runs in its Vault.* span, and no span carries a secret", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const vault = yield* Vault.make()
+      const secrets = yield* Effect.gen(function*() {
+        const mnemonic = yield* vault.unlockNew(12)
+        yield* vault.lock
+        yield* vault.unlock(mnemonic)
+        yield* vault.isUnlocked
+        const key = yield* vault.deriveEd25519(HdPath.nodeIdentity)
+        const eth = yield* vault.deriveSecp256k1("m/44'/60'/0'/0/0")
+        const blob = yield* vault.encrypt("sk-live-topsecret")
+        yield* vault.decrypt(blob)
+        yield* vault.rotate(blob, 3)
+        yield* Effect.flip(vault.unlock(Redacted.make(ABOUT)))
+        return [
+          Redacted.value(mnemonic).split(" ").slice(0, 3).join(" "),
+          ...spellings(Redacted.value(key.privateKey)),
+          ...spellings(Redacted.value(eth.privateKey)),
+          "sk-live-topsecret"
+        ]
+      }).pipe(Effect.withTracer(tracer))
+      expect(new Set(spans.map((span) => span.name))).toEqual(
+        new Set([
+          "Vault.unlockNew",
+          "Vault.lock",
+          "Vault.unlock",
+          "Vault.isUnlocked",
+          "Vault.deriveEd25519",
+          "Vault.deriveSecp256k1",
+          "Vault.encrypt",
+          "Vault.decrypt",
+          "Vault.rotate"
+        ])
+      )
+      expect(spans.every((span) => span.exit !== undefined)).toBe(true) // every span ended
+      expectNoLeak(inspect(spans, { depth: Infinity, showHidden: true }), secrets)
+      expectNoLeak(JSON.stringify(spans.map((span) => ({ ...span, attributes: [...span.attributes] }))), secrets)
     }))
 })
