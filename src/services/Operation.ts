@@ -45,12 +45,12 @@ export const open: AccessControl = Object.freeze({
 
 export interface AccessControlInput {
   /** Every one of these scopes is required. */
-  readonly requiredScopes?: ReadonlyArray<string>
+  readonly requiredScopes?: ReadonlyArray<string> | undefined
   /** At least one of these scopes is required. */
-  readonly requiredScopesAny?: ReadonlyArray<string>
+  readonly requiredScopesAny?: ReadonlyArray<string> | undefined
   /** `identity.resources[resourceType]` must exist (and contain `resourceAction` when given). */
-  readonly resourceType?: string
-  readonly resourceAction?: string
+  readonly resourceType?: string | undefined
+  readonly resourceAction?: string | undefined
 }
 
 export const accessControl = (input: AccessControlInput = {}): AccessControl =>
@@ -164,7 +164,7 @@ export interface SpecInput<IA, II, OA, OI> {
   readonly input: Schema.Schema<IA, II>
   readonly output: Schema.Schema<OA, OI>
   readonly errors?: ReadonlyArray<ErrorDefinition>
-  readonly access?: AccessControlInput | AccessControl
+  readonly access?: AccessControlInput
   /** Default `external` for local operations. */
   readonly visibility?: Visibility
   /** JSON Schemas to publish instead of the derived ones (imported operations that only have JSON Schema). */
@@ -184,11 +184,7 @@ export const makeSpec = <IA, II, OA, OI>(opType: OpType, input: SpecInput<IA, II
     visibility: input.visibility ?? "external",
     description: input.description,
     errors: Object.freeze([...(input.errors ?? [])]),
-    accessControl: access === undefined
-      ? open
-      : "requiredScopes" in access && Array.isArray(access.requiredScopes) && "resourceType" in access
-      ? access as AccessControl
-      : accessControl(access as AccessControlInput),
+    accessControl: access === undefined ? open : accessControl(access),
     decodeInput: isUnknown(input.input)
       ? identityParse
       : ParseResult.decodeUnknownEither(input.input as Schema.Schema<unknown, unknown>, { errors: "first" }),

@@ -238,7 +238,7 @@ describe("dispatch (SPEC §5)", () => {
 
   it.scoped("after max_auth_attempts failed tokens the connection is closed", () =>
     Effect.gen(function*() {
-      const { client, server } = yield* makePair(ops, {
+      const { client, expectIdle, server } = yield* makePair(ops, {
         server: { resolveToken: () => Effect.succeed(Option.none()), maxAuthAttempts: 3 }
       })
       const bad = { authToken: Redacted.make("alk_guess") }
@@ -249,6 +249,7 @@ describe("dispatch (SPEC §5)", () => {
       yield* server.closed
       yield* client.closed
       expect((yield* Effect.flip(client.call("test/whoami", null))).message).toBe("connection closed")
+      yield* expectIdle
     }))
 
   it.scoped("forwarded_for reaches the handler, grants nothing, and a malformed one is ignored", () =>
