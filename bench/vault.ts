@@ -119,35 +119,23 @@ const program = Effect.gen(function*() {
   const key = Buffer.from(Redacted.value((yield* vault.deriveEd25519(HdPath.encryptionKey(2))).privateKey))
   const mib = (opsPerSecond: number, size: number) => `${((opsPerSecond * size) / 2 ** 20).toFixed(1)} MiB/s`
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`
+  const times = (n: number, f: () => unknown) => {
+    for (let i = 0; i < n; i++) f()
+  }
+  // One table row: the vault against both baselines on a message of `size` bytes.
+  const compare = (operation: string, label: string, size: number, vaultOp: Effect.Effect<unknown, unknown>, raw: () => unknown, format: () => unknown) => {
+    const [alknet, bare, formatted] = race([(n) => repeat(n, vaultOp), (n) => times(n, raw), (n) => times(n, format)])
+    rows.push([operation, label, mib(alknet!, size), mib(bare!, size), ratio(alknet!, bare!), mib(formatted!, size), ratio(alknet!, formatted!)])
+  }
 
   for (const size of [100, 1400, 64 * 1024]) {
     const text = randomBytes(size).toString("base64").slice(0, size)
     const bytes = Buffer.from(text, "utf8")
     const label = size >= 1024 && size % 1024 === 0 ? `${size / 1024} KiB` : `${size} B`
-
-    const [vaultEnc, rawEnc, formatEnc] = race([
-      (n) => repeat(n, vault.encrypt(text)),
-      (n) => {
-        for (let i = 0; i < n; i++) rawSeal(key, bytes)
-      },
-      (n) => {
-        for (let i = 0; i < n; i++) formatSeal(key, text)
-      }
-    ])
-    rows.push(["encrypt", label, mib(vaultEnc!, size), mib(rawEnc!, size), ratio(vaultEnc!, rawEnc!), mib(formatEnc!, size), ratio(vaultEnc!, formatEnc!)])
-
+    compare("encrypt", label, size, vault.encrypt(text), () => rawSeal(key, bytes), () => formatSeal(key, text))
     const blob = yield* vault.encrypt(text)
     const sealed = rawSeal(key, bytes)
-    const [vaultDec, rawDec, formatDec] = race([
-      (n) => repeat(n, vault.decrypt(blob)),
-      (n) => {
-        for (let i = 0; i < n; i++) rawOpen(key, sealed)
-      },
-      (n) => {
-        for (let i = 0; i < n; i++) formatOpen(key, blob)
-      }
-    ])
-    rows.push(["decrypt", label, mib(vaultDec!, size), mib(rawDec!, size), ratio(vaultDec!, rawDec!), mib(formatDec!, size), ratio(vaultDec!, formatDec!)])
+    compare("decrypt", label, size, vault.decrypt(blob), () => rawOpen(key, sealed), () => formatOpen(key, blob))
   }
 
   const header = ["operation", "size", "alknet Vault", "raw AES-GCM", "ratio", "raw + format", "ratio"]

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted, TestClock } from "effect"
+import { Cause, Effect, Exit, Redacted, TestClock } from "effect"
 import { DerivedKey, HdPath, Vault } from "../../src/index.js"
 import * as KeyRing from "../../src/vault/KeyRing.js"
 import { ABOUT } from "./VaultReference.js"
@@ -64,6 +64,15 @@ describe("Vault derived-key cache", () => {
       expect(internals().cached).toEqual([])
       for (const pair of kept) expect(zero(pair.privateKey)).toBe(true)
     }).pipe(Effect.provide(Vault.layerConfig({ cacheSize: 2, cacheTtl: "10 minutes" }))))
+
+  it.scoped("refuses a cache size that is not a non-negative integer (a bug in the caller)", () =>
+    Effect.gen(function*() {
+      for (const cacheSize of [-1, 1.5]) {
+        const exit = yield* Effect.exit(Vault.make({ cacheSize }))
+        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        if (Exit.isFailure(exit)) expect(Cause.pretty(exit.cause)).toContain(`cacheSize must be a non-negative integer, got ${cacheSize}`)
+      }
+    }))
 
   it.scoped("caches nothing when turned off, and derives the same keys", () =>
     Effect.gen(function*() {
