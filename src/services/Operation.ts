@@ -432,10 +432,26 @@ export const invoke = <IA, II, OA, OI>(
   operation: Operation<IA, II, OA, OI>,
   input: IA,
   options?: InvokeOptions
+): Effect.Effect<OA, CallError.CallError> => call({ call: ctx.env.invoke }, operation, input, options)
+
+/** Anything that calls operations by name with wire-form input and output (a connection, a registry). */
+export interface Caller<Options> {
+  readonly call: (name: string, input: unknown, options?: Options) => Effect.Effect<unknown, CallError.CallError>
+}
+
+/**
+ * Typed remote call: encode `input` with the operation's schema, call it through `caller` (e.g. a connection), decode
+ * the output (an output that does not match is INTERNAL).
+ */
+export const call = <IA, II, OA, OI, Options>(
+  caller: Caller<Options>,
+  operation: Operation<IA, II, OA, OI>,
+  input: IA,
+  options?: Options
 ): Effect.Effect<OA, CallError.CallError> =>
   Schema.encode(operation.input)(input).pipe(
     Effect.mapError((e) => CallError.invalidInput(`invalid input: ${e.message}`)),
-    Effect.flatMap((encoded) => ctx.env.invoke(operation.spec.name, encoded, options)),
+    Effect.flatMap((encoded) => caller.call(operation.spec.name, encoded, options)),
     Effect.flatMap((output) =>
       Effect.mapError(
         Schema.decodeUnknown(operation.output)(output),
