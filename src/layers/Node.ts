@@ -1,0 +1,306 @@
+/**
+ * The composition root: a node as Layers (SPEC §2).
+ *
+ * - `Node.layer({ home })`: the production node. The vault is unlocked from the home's mnemonic, the identity key is
+ *   derived at `m/74'/0'/0'/0'`, peers / API keys / credentials live in SQLite in the home (the embedded default),
+ *   and the home's config file is watched for dynamic changes. It listens on QUIC (`alknet/call`) and, optionally,
+ *   WebSocket.
+ * - `Node.layerMemory(...)`: the same node with in-memory stores and a static config, for tests and for embedding in
+ *   a larger Effect program. Both run the same `make`.
+ *
+ * Who is calling is resolved from the store first, then from the config file's `peers` / `api_keys`; both change
+ * while the node runs. Rate limits come from the live config: `max_connections_per_ip` gates each connection,
+ * `max_auth_attempts` closes a connection after that many bad tokens.
+ *
+ * Built-in operations, beside the discovery ones: `node/info`, `node/ping`, `node/whoami`.
+ */
+import { Context, Data, Duration, Effect, Layer, Option, Schema } from "effect"
+import type { Redacted, Scope } from "effect"
+import { NodeFileSystem } from "@effect/platform-node"
+import type { OperationSource } from "../call/Dispatcher.js"
+import * as CallProtocol from "../services/CallProtocol.js"
+import * as CredentialStore from "../services/CredentialStore.js"
+import type { Address } from "../services/Endpoint.js"
+import * as IdentityProvider from "../services/IdentityProvider.js"
+import * as IdentityStore from "../services/IdentityStore.js"
+import { NodeConfig } from "../services/NodeConfig.js"
+import * as NodeConfigModule from "../services/NodeConfig.js"
+import * as Operation from "../services/Operation.js"
+import type { HandlerRegistration } from "../services/Operation.js"
+import * as OperationRegistry from "../services/OperationRegistry.js"
+import * as RateLimit from "../services/RateLimit.js"
+import * as Tls from "../services/Tls.js"
+import * as Vault from "../services/Vault.js"
+import type { Config } from "../schema/Config.js"
+import { Identity } from "../schema/Identity.js"
+import * as ConfigFile from "./ConfigFile.js"
+import * as NodeHome from "./NodeHome.js"
+import * as Quic from "./quic/Quic.js"
+import * as SqliteStore from "./sqlite/SqliteStore.js"
+import * as WebSocket from "./ws/WebSocket.js"
+
+/** The package version, reported by `node/info`. */
+export const VERSION = "0.1.0"
+
+/** A node that cannot start; `message` says why in one line. */
+export class NodeError extends Data.TaggedError("NodeError")<{
+  readonly reason: "Config" | "Home" | "Vault" | "Store" | "Identity" | "Listen" | "Registry"
+  readonly message: string
+}> {}
+
+const fail = (reason: NodeError["reason"]) => (error: { readonly message: string }) =>
+  new NodeError({ reason, message: error.message })
+
+export interface Transport {
+  readonly kind: "quic" | "ws" | "wss"
+  /** `quic://HOST:PORT`, `ws://…`, `wss://…` */
+  readonly address: string
+}
+
+/** What `node/info` answers. */
+export const NodeInfo = Schema.Struct({
+  id: Schema.String,
+  fingerprint: Schema.String,
+  version: Schema.String,
+  uptime_ms: Schema.Number,
+  transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss"), address: Schema.String }))
+})
+export type NodeInfo = typeof NodeInfo.Type
+
+/** A running node. */
+export class Node extends Context.Tag("alknet/Node")<Node, {
+  /** The node's id (its fingerprint unless the config names it). */
+  readonly id: string
+  /** The node's TLS fingerprint, as peers see it. */
+  readonly fingerprint: string
+  /** Where it listens, QUIC first. */
+  readonly transports: ReadonlyArray<Transport>
+  /** The operations it serves (built-ins, discovery and the user's). */
+  readonly source: OperationSource
+  readonly info: Effect.Effect<NodeInfo>
+}>() {}
+
+export interface WebSocketOptions {
+  readonly host: string
+  readonly port: number
+  /** Serve `wss://` with the node's TLS identity (default true); false serves plain `ws://`. */
+  readonly tls?: boolean
+}
+
+export interface Options {
+  /** The user's operations, served beside the built-ins. */
+  readonly operations?: ReadonlyArray<HandlerRegistration>
+  /** Listen here instead of the config's `listen`. */
+  readonly listen?: Address
+  /** Also serve the call protocol over WebSocket. */
+  readonly webSocket?: WebSocketOptions
+}
+
+const hostForUrl = (host: string) => (host.includes(":") ? `[${host}]` : host)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Built-in operations
+
+const WhoAmI = Schema.Struct({ identity: Schema.NullOr(Identity) })
+
+const builtins = (info: Effect.Effect<NodeInfo>): ReadonlyArray<HandlerRegistration> => [
+  Operation.query({
+    name: "node/info",
+    description: "This node: id, fingerprint, version, uptime and where it listens.",
+    input: Schema.Unknown,
+    output: NodeInfo,
+    handler: () => info
+  }),
+  Operation.query({
+    name: "node/ping",
+    description: "Answers pong: a liveness check.",
+    input: Schema.Unknown,
+    output: Schema.Struct({ pong: Schema.Literal(true), time_ms: Schema.Number }),
+    handler: () => Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (time_ms) => ({ pong: true as const, time_ms }))
+  }),
+  Operation.query({
+    name: "node/whoami",
+    description: "The caller's identity as this node resolved it for this request.",
+    input: Schema.Unknown,
+    output: WhoAmI,
+    handler: (_, ctx) => Effect.succeed({ identity: Option.getOrNull(ctx.identity) })
+  })
+]
+
+// ---------------------------------------------------------------------------------------------------------------
+// Make
+
+/** The first provider that knows the fingerprint or token wins. */
+const firstOf = (...providers: ReadonlyArray<IdentityProvider.Service>): CallProtocol.Authenticator => {
+  const first = <A>(lookup: (p: IdentityProvider.Service) => Effect.Effect<Option.Option<A>>) =>
+    Effect.suspend(() => {
+      const step = (i: number): Effect.Effect<Option.Option<A>> =>
+        i >= providers.length
+          ? Effect.succeed(Option.none())
+          : Effect.flatMap(lookup(providers[i]!), (found) => (Option.isSome(found) ? Effect.succeed(found) : step(i + 1)))
+      return step(0)
+    })
+  return {
+    resolveFingerprint: (fingerprint) => first((p) => p.resolveFingerprint(fingerprint)),
+    resolveToken: (token) => first((p) => p.resolveToken(token))
+  }
+}
+
+/** The node's TLS identity from its config: the vault's node key unless the config names another. */
+const tlsIdentity = Effect.gen(function*() {
+  const config = yield* NodeConfig
+  const tls = config.static.tls
+  switch (tls.type) {
+    case "raw_key":
+      if (tls.key_file !== undefined) return yield* Effect.mapError(Tls.rawKeyFromPemFile(tls.key_file), fail("Identity"))
+      return Tls.RawKey((yield* Effect.mapError(Vault.nodeIdentity, fail("Vault"))).privateKey)
+    case "x509":
+      return Tls.X509(tls.cert_file, tls.key_file)
+    case "self_signed":
+      return Tls.SelfSigned
+  }
+})
+
+/**
+ * Start a node from the services in context: an unlocked `Vault`, `NodeConfig` and the `IdentityStore`. It serves until the scope closes, then drains (the config's `drain_timeout_ms`).
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<Node["Type"], NodeError, Scope.Scope | Vault.Vault | NodeConfig | IdentityStore.IdentityStore> =>
+  Effect.gen(function*() {
+    const config = yield* NodeConfig
+    const store = yield* IdentityStore.IdentityStore
+    const fromConfig = yield* Effect.provide(IdentityProvider.IdentityProvider, ConfigFile.layerIdentity)
+    const limiter = yield* Effect.provideService(RateLimit.make, IdentityProvider.IdentityProvider, store)
+    const identity = yield* tlsIdentity
+    const credentials = yield* Effect.mapError(Tls.load(identity), fail("Identity"))
+    const startedAt = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    const drainTimeout = Duration.millis(config.static.drain_timeout_ms)
+    const transports: Array<Transport> = []
+
+    const info: Effect.Effect<NodeInfo> = Effect.map(
+      Effect.clockWith((clock) => clock.currentTimeMillis),
+      (now) => ({
+        id: credentials.fingerprint,
+        fingerprint: credentials.fingerprint,
+        version: VERSION,
+        uptime_ms: now - startedAt,
+        transports
+      })
+    )
+    const registry = yield* OperationRegistry.make([...builtins(info), ...(options.operations ?? [])]).pipe(
+      Effect.mapError(fail("Registry"))
+    )
+    const serve: CallProtocol.ServeOptions = {
+      source: registry.source,
+      authenticator: firstOf(store, fromConfig),
+      maxAuthAttempts: Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts),
+      admit: (connection) => limiter.acquireConnection(connection.remoteAddress.host)
+    }
+
+    const listen = options.listen ?? config.static.listen
+    const endpoint = yield* Quic.makeEndpoint({
+      host: listen.host,
+      port: listen.port,
+      identity,
+      handlers: { [CallProtocol.ALPN]: CallProtocol.handler(serve) },
+      drainTimeout
+    }).pipe(Effect.mapError(fail("Listen")))
+    transports.push({ kind: "quic", address: `quic://${hostForUrl(endpoint.address.host)}:${endpoint.address.port}` })
+
+    if (options.webSocket !== undefined) {
+      const secure = options.webSocket.tls ?? true
+      const listener = yield* WebSocket.listen({
+        host: options.webSocket.host,
+        port: options.webSocket.port,
+        ...(secure ? { identity } : {}),
+        onConnection: CallProtocol.webSocketHandler(serve),
+        drainTimeout
+      }).pipe(Effect.mapError(fail("Listen")))
+      transports.push({ kind: secure ? "wss" : "ws", address: listener.url })
+    }
+
+    return Node.of({
+      id: credentials.fingerprint,
+      fingerprint: credentials.fingerprint,
+      transports,
+      source: registry.source,
+      info
+    })
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Layers
+
+export interface HomeOptions extends Options {
+  /** The node's home directory (see `NodeHome`). */
+  readonly home: string
+  /** The mnemonic, when the home keeps none (`--no-store-mnemonic`). */
+  readonly mnemonic?: Redacted.Redacted<string>
+  /** The BIP39 passphrase, if the mnemonic has one. */
+  readonly passphrase?: Redacted.Redacted<string>
+}
+
+/** Unlock the vault: from the given mnemonic, else from the home's mnemonic file. */
+const unlock = (options: HomeOptions) =>
+  Effect.gen(function*() {
+    const vault = yield* Vault.Vault
+    if (options.mnemonic !== undefined) return yield* vault.unlock(options.mnemonic, options.passphrase)
+    yield* Vault.unlockFromFile(NodeHome.mnemonicPath(options.home), options.passphrase)
+  }).pipe(Effect.mapError(fail("Vault")), Effect.provide(NodeFileSystem.layer))
+
+/** The stores of a home: SQLite in the config's `data_dir`. */
+const homeStores = Layer.unwrapEffect(
+  Effect.map(NodeConfig, (config) =>
+    SqliteStore.layer({ filename: NodeHome.databasePath(config.static.data_dir) }).pipe(
+      Layer.mapError(fail("Store"))
+    ))
+)
+
+type Provided =
+  | Node
+  | Vault.Vault
+  | NodeConfig
+  | IdentityStore.IdentityStore
+  | IdentityProvider.IdentityProvider
+  | CredentialStore.CredentialStore
+
+/**
+ * The production node in `options.home`. Provides `Node` and the services a program embedding it may use: the
+ * `Vault`, the stores, the live `NodeConfig` and the `ConfigFile` (to reload it, e.g. on SIGHUP).
+ */
+export const layer = (options: HomeOptions): Layer.Layer<Provided | ConfigFile.ConfigFile, NodeError> => {
+  const home = Layer.effectDiscard(Effect.mapError(NodeHome.requireHome(options.home), fail("Home")))
+  const config = ConfigFile.layerConfig(NodeHome.configPath(options.home)).pipe(
+    Layer.mapError(fail("Config")),
+    Layer.provide(home)
+  )
+  const vault = Layer.effectDiscard(unlock(options)).pipe(Layer.provideMerge(Vault.layer), Layer.provide(home))
+  const base = Layer.mergeAll(vault, Layer.provideMerge(homeStores, config))
+  return Layer.provideMerge(Layer.scoped(Node, make(options)), base)
+}
+
+export interface MemoryOptions extends Options {
+  /** The mnemonic to unlock (default: a fresh one, so the identity changes every run). */
+  readonly mnemonic?: Redacted.Redacted<string>
+  /** Config in the file's JSON shape (default `{}`; `listen` defaults to 127.0.0.1:0 here). */
+  readonly config?: typeof Config.Encoded
+}
+
+/**
+ * A node with in-memory stores and a fixed config: for tests, examples, and embedding. Listens on 127.0.0.1, on any
+ * free port unless `listen` says otherwise.
+ */
+export const layerMemory = (
+  options: MemoryOptions = {}
+): Layer.Layer<Provided, NodeError> => {
+  const vault = Layer.effectDiscard(
+    Effect.flatMap(Vault.Vault, (vault) =>
+      options.mnemonic === undefined ? Effect.asVoid(vault.unlockNew(24)) : vault.unlock(options.mnemonic)).pipe(
+        Effect.mapError(fail("Vault"))
+      )
+  ).pipe(Layer.provideMerge(Vault.layer))
+  const config = NodeConfigModule.layerStatic({ listen: "127.0.0.1:0", ...options.config })
+  const base = Layer.mergeAll(vault, config, IdentityStore.layerMemory(), CredentialStore.layerMemory)
+  return Layer.provideMerge(Layer.scoped(Node, make(options)), base)
+}

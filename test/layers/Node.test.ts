@@ -1,0 +1,98 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Redacted, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as Node from "../../src/layers/Node.js"
+import * as NodeHome from "../../src/layers/NodeHome.js"
+import * as CallClient from "../../src/services/CallClient.js"
+import * as IdentityStore from "../../src/services/IdentityStore.js"
+import * as Operation from "../../src/services/Operation.js"
+import * as Tls from "../../src/services/Tls.js"
+import * as Vault from "../../src/services/Vault.js"
+
+const MNEMONIC = Redacted.make(
+  "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about"
+)
+const clientSeed = new Uint8Array(32).fill(3)
+const clientFingerprint = Tls.ed25519Fingerprint(Tls.ed25519PublicKey(clientSeed))
+
+const hello = Operation.query({
+  name: "demo/hello",
+  input: Schema.Struct({ name: Schema.String }),
+  output: Schema.String,
+  access: { requiredScopes: ["demo"] },
+  handler: ({ name }) => Effect.succeed(`hello, ${name}`)
+})
+
+const tempHome = Effect.acquireRelease(
+  Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "alknet-node-"))),
+  (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
+)
+
+describe("Node", () => {
+  it.live("a memory node serves its built-ins and the user's operations, over QUIC and WebSocket", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      expect(node.transports.map((t) => t.kind)).toEqual(["quic", "wss"])
+      // The node's identity is the vault's node key.
+      const key = yield* Vault.nodeIdentity
+      expect(node.fingerprint).toBe(Tls.ed25519Fingerprint(key.publicKey))
+      for (const transport of node.transports) {
+        const client = yield* CallClient.connect(transport.address, {
+          identity: Tls.RawKey(clientSeed),
+          expectedFingerprint: node.fingerprint
+        })
+        const info = (yield* client.call("node/info", {})) as Node.NodeInfo
+        expect(info.fingerprint).toBe(node.fingerprint)
+        expect(info.transports).toEqual(node.transports)
+        expect(yield* client.call("node/whoami", {})).toEqual({ identity: null })
+        const denied = yield* Effect.flip(client.call("demo/hello", { name: "x" }))
+        expect(denied.code).toBe("FORBIDDEN")
+        // A peer added while the connection is up applies to its next call.
+        const store = yield* IdentityStore.IdentityStore
+        yield* store.putPeer({
+          peer_id: "alice",
+          fingerprints: [clientFingerprint],
+          scopes: ["demo"],
+          resources: {},
+          enabled: true
+        })
+        expect(yield* client.call("demo/hello", { name: "alice" })).toBe("hello, alice")
+        expect(yield* client.call("node/whoami", {})).toEqual({
+          identity: { id: "alice", scopes: ["demo"], resources: {} }
+        })
+        yield* store.removePeer("alice")
+      }
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Node.layerMemory({
+        mnemonic: MNEMONIC,
+        operations: [hello],
+        webSocket: { host: "127.0.0.1", port: 0 }
+      }))
+    ))
+
+  it.live("a home node: init, then run from the home with SQLite stores and the mnemonic file", () =>
+    Effect.gen(function*() {
+      const home = path.join(yield* tempHome, "home")
+      const created = yield* NodeHome.init({ home, mnemonic: MNEMONIC }).pipe(Effect.provide(Vault.layer))
+      expect(created.generated).toBeUndefined()
+      expect((yield* Effect.promise(() => fs.stat(NodeHome.mnemonicPath(home)))).mode & 0o777).toBe(0o600)
+      const again = yield* Effect.flip(NodeHome.init({ home, mnemonic: MNEMONIC }).pipe(Effect.provide(Vault.layer)))
+      expect(again._tag === "HomeError" && again.reason).toBe("Exists")
+
+      yield* Effect.gen(function*() {
+        const node = yield* Node.Node
+        expect(node.fingerprint).toBe(created.fingerprint)
+        const client = yield* CallClient.connect(node.transports[0]!.address, { expectedFingerprint: node.fingerprint })
+        expect((yield* client.call("node/ping", {})) as { pong: boolean }).toMatchObject({ pong: true })
+      }).pipe(Effect.scoped, Effect.provide(Node.layer({ home, listen: { host: "127.0.0.1", port: 0 } })))
+
+      const missing = yield* Effect.flip(
+        Layer.build(Node.layer({ home: path.join(home, "nope") })).pipe(Effect.scoped)
+      )
+      expect(missing.reason).toBe("Home")
+      expect(missing.message).toContain("alknet init")
+    }).pipe(Effect.scoped))
+})
