@@ -11,6 +11,7 @@
  * and decoded in a reusable scratch buffer.
  */
 import { Either, Redacted } from "effect"
+import { isUtf8 } from "node:buffer"
 import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto"
 import * as VaultError from "../errors/VaultError.js"
 import type { EncryptedData } from "../schema/EncryptedData.js"
@@ -69,8 +70,6 @@ export const seal = (key: Uint8Array, plaintext: string, keyVersion: number): En
   }
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
-
 /** Decrypt and authenticate `blob` under `key`; the plaintext is returned `Redacted`. */
 export const open = (key: Uint8Array, blob: EncryptedData): Either.Either<Redacted.Redacted<string>, VaultError.VaultError> => {
   const iv = Buffer.from(blob.iv, "base64")
@@ -89,9 +88,9 @@ export const open = (key: Uint8Array, blob: EncryptedData): Either.Either<Redact
     return Either.left(VaultError.authentication())
   }
   try {
-    return Either.right(Redacted.make(utf8.decode(plaintext)))
-  } catch {
-    return Either.left(VaultError.malformedData("the plaintext is not valid UTF-8"))
+    return isUtf8(plaintext)
+      ? Either.right(Redacted.make(plaintext.toString("utf8")))
+      : Either.left(VaultError.malformedData("the plaintext is not valid UTF-8"))
   } finally {
     plaintext.fill(0)
   }

@@ -22,7 +22,7 @@ describe("Vault.encrypt / decrypt", () => {
   it.scoped("round-trips text of every shape; decrypt returns it Redacted", () =>
     Effect.gen(function*() {
       const vault = yield* unlocked()
-      for (const text of ["", "api-token", "ünïcødé ✓ 🔑 \u0000 \uFEFFbom", "x".repeat(64 * 1024 + 1)]) {
+      for (const text of ["", "api-token", "ünïcødé ✓ 🔑 \u0000 \uFEFFbom", "\uFEFFleading BOM", "x".repeat(64 * 1024 + 1)]) {
         const blob = yield* vault.encrypt(text)
         const plaintext = yield* vault.decrypt(blob)
         expect(Redacted.isRedacted(plaintext)).toBe(true)
