@@ -103,6 +103,10 @@ interface Pending {
 /** Per accepted exchange: the requests that arrived on it. */
 interface ExchangeState {
   readonly ids: Set<string>
+  /** The reader is routing a read: requests it starts are not yet all in `ids`. */
+  routing: boolean
+  /** At least one request arrived on this exchange. */
+  served: boolean
   finished: boolean
 }
 
@@ -246,9 +250,19 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       })
 
     const serveExchange = (exchange: Exchange): Effect.Effect<void> => {
-      const state: ExchangeState = { ids: new Set(), finished: false }
+      const state: ExchangeState = { ids: new Set(), routing: false, served: false, finished: false }
       return exchange.receive.pipe(
-        Stream.runForEachChunk((envelopes) => routeChunk(envelopes, exchange, state)),
+        Stream.runForEachChunk((envelopes) => {
+          state.routing = true
+          return Effect.zipRight(
+            routeChunk(envelopes, exchange, state),
+            Effect.suspend(() => {
+              state.routing = false
+              // every request of this read may already have finished
+              return state.ids.size === 0 && state.served ? finishExchange(exchange, state) : Effect.void
+            })
+          )
+        }),
         Effect.exit,
         Effect.flatMap((exit) => {
           // A reset or invalid frame: the requests on this exchange lost their caller.
@@ -365,11 +379,14 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       const id = envelope.id
       if (closed || FiberMap.unsafeHas(requests, id)) return Effect.void // a duplicate id in flight is ignored
       state.ids.add(id)
+      state.served = true
       const request = handleRequest(envelope, exchange).pipe(
         Effect.catchAll(() => Effect.void), // the caller is gone: nothing to answer
         Effect.ensuring(Effect.suspend(() => {
           state.ids.delete(id)
-          return state.ids.size === 0 ? finishExchange(exchange, state) : Effect.void
+          // One call per exchange (SPEC §4): after the last answer, finish it (a WebSocket exchange has no FIN to wait
+          // for). Requests that arrived in the same read are all served first.
+          return state.ids.size === 0 && !state.routing ? finishExchange(exchange, state) : Effect.void
         }))
       )
       return Effect.asVoid(FiberMap.run(requests, id, request, { onlyIfMissing: true }))
@@ -401,7 +418,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       return { type: "call.requested", id, payload }
     }
 
-    const outgoingState = (): ExchangeState => ({ ids: new Set(), finished: false })
+    const outgoingState = (): ExchangeState => ({ ids: new Set(), routing: false, served: false, finished: false })
 
     /** Read an outgoing call's own exchange, routing every envelope, until its entry is done or the exchange ends. */
     const readOwn = (exchange: Exchange, entry: Pending) => {

@@ -20,7 +20,7 @@ import type { CallTransport, Exchange } from "./Transport.js"
 export interface Options {
   /** Bytes one direction of one exchange may hold before `send` waits (default 64 KiB). */
   readonly bufferBytes?: number
-  /** Deliver bytes in chunks of at most this size (default: whole writes). */
+  /** Deliver bytes to the reader in chunks of at most this size (default: whole frames). */
   readonly chunkBytes?: number
   /** Maximum frame body accepted by the decoders (default 64 MiB). */
   readonly maxFrameBytes?: number
@@ -64,19 +64,25 @@ class BoundedChannel<A> {
   constructor(private readonly capacity: number, private readonly weigh: (a: A) => number) {}
 
   offer(item: A): Effect.Effect<void, TransportError.TransportError> {
+    return this.offerAll([item])
+  }
+
+  /** Offer items as one atomic write: they are buffered together, never interleaved with another write. */
+  offerAll(items: Array<A>): Effect.Effect<void, TransportError.TransportError> {
     return Effect.suspend(() => {
       if (this.writerError) return Effect.fail(this.writerError)
       if (this.ended) return Effect.fail(ALREADY_ENDED)
-      const weight = this.weigh(item)
+      let weight = 0
+      for (const item of items) weight += this.weigh(item)
       if (this.used === 0 || this.used + weight <= this.capacity) {
-        this.push(item, weight)
+        this.push(items, weight)
         return Effect.void
       }
       return Effect.async<void, TransportError.TransportError>((resume) => {
         const wake = () => {
           if (this.writerError) return resume(Effect.fail(this.writerError))
           if (this.used === 0 || this.used + weight <= this.capacity) {
-            this.push(item, weight)
+            this.push(items, weight)
             return resume(Effect.void)
           }
           this.writers.push(wake)
@@ -149,8 +155,8 @@ class BoundedChannel<A> {
     return undefined
   }
 
-  private push(item: A, weight: number): void {
-    this.items.push(item)
+  private push(items: Array<A>, weight: number): void {
+    for (const item of items) this.items.push(item)
     this.used += weight
     this.reader?.()
   }
@@ -216,11 +222,13 @@ class ExchangeEnd implements InMemoryExchange {
         const message = e instanceof Codec.CodecError ? e.message : String(e)
         return Effect.fail(new TransportError.TransportError({ reason: "InvalidFrame", message }))
       }
-      const size = Math.min(this.options.chunkBytes ?? frame.length, this.options.bufferBytes)
-      if (frame.length <= size) return this.outgoing.offer(frame)
+      // One write per envelope, so concurrent sends never interleave; a frame larger than the buffer goes through
+      // when the buffer is empty. `chunkBytes` only changes how the reader receives the bytes.
+      const size = this.options.chunkBytes
+      if (size === undefined || frame.length <= size) return this.outgoing.offer(frame)
       const pieces: Array<Uint8Array> = []
       for (let i = 0; i < frame.length; i += size) pieces.push(frame.subarray(i, i + size))
-      return Effect.forEach(pieces, (piece) => this.outgoing.offer(piece), { discard: true })
+      return this.outgoing.offerAll(pieces)
     })
 
   sendBytes = (bytes: Uint8Array): Effect.Effect<void, TransportError.TransportError> => this.outgoing.offer(bytes)

@@ -8,10 +8,12 @@
  * - QUIC: one exchange = one bidirectional stream. `open` opens a new stream; `accept` yields the streams the peer
  *   opened. Frames are `Codec.encodeFrame` / `Codec.FrameDecoder` (4-byte big-endian length + UTF-8 JSON).
  * - WebSocket (one envelope per binary message, no streams): the transport demultiplexes messages by envelope `id`
- *   into virtual exchanges: a `call.requested` with an id it has not seen starts a new accepted exchange, every other
- *   message goes to the exchange of its id (a message with an unknown id may start an exchange too: the engine
- *   correlates by id and ignores what it cannot match). `open` creates a virtual exchange whose sends go straight to
- *   the socket (`Codec.encodeEnvelope`, no length prefix).
+ *   into virtual exchanges: a `call.requested` with an id that has no open exchange starts a new accepted exchange;
+ *   every other message goes to the open exchange of its id; a message whose id has no open exchange (a late
+ *   `call.aborted`, an answer to a call that is gone) is delivered on a fresh accepted exchange that then ends at once
+ *   (there is no FIN on a WebSocket: without that end the engine would keep reading it until the socket closes).
+ *   `open` creates a virtual exchange whose sends go straight to the socket (`Codec.encodeEnvelope`, no prefix);
+ *   `end` has no wire meaning, and `close` forgets the id.
  *
  * The engine never relies on *which* exchange an envelope arrives on: it correlates every envelope by `id` (SPEC §4).
  * `call.requested` is dispatched and answered on the exchange it arrived on; `call.aborted` interrupts request `id`
@@ -26,8 +28,10 @@
  *    closed or lost (`Closed`), or the peer sends an invalid frame (`InvalidFrame`; the transport then resets that
  *    exchange and keeps the connection).
  * 2. `send` resolves once the transport accepted the envelope's bytes (it waits while the peer's window / the
- *    socket's buffer is full) and fails with `TransportError` once the exchange or connection is gone. Sends on one
- *    exchange are issued one at a time by the engine.
+ *    socket's buffer is full) and fails with `TransportError` once the exchange or connection is gone, or with
+ *    `InvalidFrame` when the envelope cannot be encoded (nothing was written; the exchange stays usable). Each send is
+ *    atomic: one envelope's bytes are never interleaved with another send's (QUIC: one `write` per frame; the engine
+ *    sends concurrently on one exchange only if a peer multiplexes several requests on it).
  * 3. `end` finishes our writing side gracefully (QUIC: close the writable; the peer's `receive` ends after it has
  *    read everything). Idempotent, never fails.
  * 4. `close` releases the exchange in both directions (QUIC: cancel the readable if it has not ended and reset the

@@ -1,6 +1,7 @@
 /** SPEC §5 over the wire: every dispatch step and the exact messages of §4, seen by a raw peer and by a connection. */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Logger, Option, Redacted, Ref, Schema, Stream, TestClock } from "effect"
+import * as FrameCodec from "../../src/call/Codec.js"
 import * as CallError from "../../src/errors/CallError.js"
 import * as Operation from "../../src/services/Operation.js"
 import { makePair, raw, rawCall, request, who } from "./harness.js"
@@ -363,6 +364,22 @@ describe("dispatch (SPEC §5)", () => {
       ])
       expect(answers).toEqual([{ type: "call.responded", id: "r-2", payload: { output: "got null" } }])
       expect(yield* client.call("test/null", null)).toBe("got null")
+      yield* expectIdle
+    }))
+
+  it.scoped("requests that arrive together on one exchange are all answered, their frames never interleaved", () =>
+    Effect.gen(function*() {
+      const { expectIdle, transports } = yield* makePair(ops, { transport: { chunkBytes: 5 } })
+      const ids = Array.from({ length: 20 }, (_, i) => `m-${i}`)
+      const exchange = yield* transports[1].open
+      const frames = ids.map((id) =>
+        FrameCodec.encodeFrame(request(id, { operationId: "/test/typed", input: { user: { name: id, age: 1 } } }))
+      )
+      yield* exchange.sendBytes(Buffer.concat(frames))
+      const answers = yield* exchange.receive.pipe(Stream.take(ids.length), Stream.runCollect)
+      expect([...answers].map((a) => a.id).sort()).toEqual([...ids].sort())
+      for (const answer of answers) expect(answer.payload).toEqual({ output: { ok: true } })
+      yield* exchange.close
       yield* expectIdle
     }))
 
