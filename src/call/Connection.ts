@@ -94,6 +94,11 @@ export interface Connection {
 /** The pending side of an outgoing call: what to do with the envelopes correlated to it. */
 interface Pending {
   done: boolean
+  /**
+   * A unary call is settled by the shutdown directly; a subscription is not (its buffer may be full): its reader sees
+   * the exchange fail when the transport closes and delivers the failure after the buffered items.
+   */
+  readonly unary: boolean
   /** One or more `call.responded` outputs, in order (consecutive items of one read are delivered together). */
   readonly responded: (outputs: ReadonlyArray<unknown>) => Effect.Effect<void>
   readonly failed: (error: CallError.CallError) => Effect.Effect<void>
@@ -157,7 +162,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       if (closed) return Deferred.await(closedSignal)
       closed = true
       const waiting = [...pending.values()]
-      return Effect.forEach(waiting, (entry) => entry.done ? Effect.void : entry.failed(closedError()), {
+      return Effect.forEach(waiting, (entry) => entry.done || !entry.unary ? Effect.void : entry.failed(closedError()), {
         discard: true
       }).pipe(
         Effect.zipRight(transport.close),
@@ -469,6 +474,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         const result = Deferred.unsafeMake<unknown, CallError.CallError>(undefined as never)
         const entry: Pending = {
           done: false,
+          unary: true,
           responded: (outputs) => settle(Deferred.succeed(result, outputs[0])),
           failed: (error) => settle(Deferred.fail(result, error)),
           completed: () => settle(Deferred.fail(result, CallError.internal("call completed without a response")))
@@ -505,6 +511,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         )
         const entry: Pending = {
           done: false,
+          unary: false,
           responded: (outputs) => Queue.offer(items, Take.chunk(Chunk.unsafeFromArray(outputs as Array<unknown>))),
           failed: (error) => finish(Take.fail(error)),
           completed: () => finish(Take.end)

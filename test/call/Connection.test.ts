@@ -146,6 +146,34 @@ describe("connection", () => {
       yield* expectIdle
     }))
 
+  it.scoped("closing under a subscription whose buffer is full does not wait for its consumer; the consumer then gets the failure", () =>
+    Effect.gen(function*() {
+      const endless = Operation.subscription({
+        name: "svc/endless",
+        input: Schema.Unknown,
+        output: Schema.Number,
+        handler: () => Stream.iterate(0, (n) => n + 1).pipe(Stream.rechunk(1))
+      })
+      const { client, expectIdle } = yield* makePair([endless], { client: { subscriptionBuffer: 1 } })
+      const firstSeen = yield* Deferred.make<void>()
+      const resume = yield* Deferred.make<void>()
+      const consumer = yield* Effect.fork(
+        client.subscribe("svc/endless", null).pipe(
+          Stream.rechunk(1),
+          Stream.runForEach((n) =>
+            n === 0 ? Effect.zipRight(Deferred.succeed(firstSeen, undefined), Deferred.await(resume)) : Effect.void
+          ),
+          Effect.flip
+        )
+      )
+      yield* Deferred.await(firstSeen)
+      yield* client.close // returns although the consumer is not reading
+      yield* Deferred.succeed(resume, undefined)
+      const error = yield* Fiber.join(consumer)
+      expect([error.code, error.message]).toEqual(["INTERNAL", "connection closed"])
+      yield* expectIdle
+    }))
+
   it.scoped("the in-memory pipe applies backpressure: send waits until the peer reads", () =>
     Effect.gen(function*() {
       const [a, b] = yield* InMemoryTransport.makePair({ bufferBytes: 1024 })
