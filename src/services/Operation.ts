@@ -285,6 +285,8 @@ export interface HandlerRegistration {
 
 export interface RegistrationOptions {
   readonly provenance?: Provenance
+  /** Overrides the spec's visibility. Imported operations default to `internal`; Session ones are always internal. */
+  readonly visibility?: Visibility
   readonly authority?: CompositionAuthority
   /** The operations this handler may invoke (default: none). */
   readonly env?: Iterable<string> | ScopedEnv
@@ -321,8 +323,11 @@ export const registration = (
     : options.capabilities instanceof Map
     ? new Map(options.capabilities)
     : new Map(Object.entries(options.capabilities))
+  const visibility: Visibility = provenance === "Session"
+    ? "internal"
+    : options.visibility ?? (composes(provenance) ? spec.visibility : "internal")
   return Object.freeze({
-    spec: provenance === "Session" && spec.visibility !== "internal" ? { ...spec, visibility: "internal" as const } : spec,
+    spec: visibility === spec.visibility ? spec : Object.freeze({ ...spec, visibility }),
     handler,
     provenance,
     authority: Option.fromNullable(options.authority),

@@ -81,6 +81,8 @@ describe("registrations", () => {
     expect(() => ping.with({ provenance: "FromCall", authority: Operation.authority("x") })).toThrow(/leaves/)
     expect(() => ping.with({ provenance: "FromMCP", env: ["a/b"] })).toThrow(/leaves/)
     expect(ping.with({ provenance: "FromCall" }).provenance).toBe("FromCall")
+    expect(ping.with({ provenance: "FromCall" }).spec.visibility).toBe("internal") // imported: Internal by default
+    expect(ping.with({ provenance: "FromOpenAPI", visibility: "external" }).spec.visibility).toBe("external")
     expect(ping.with({ provenance: "Session" }).spec.visibility).toBe("internal")
     expect(ping.spec.visibility).toBe("external")
     expect(Option.isNone(ping.authority)).toBe(true)
