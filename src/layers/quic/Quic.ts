@@ -48,6 +48,8 @@ export interface Tuning {
   readonly maxSendUdpPayloadSize: number
   /** Bytes a stream reader takes from the library per read. */
   readonly readableChunkSize: number
+  /** Kernel send/receive buffer of the UDP socket (capped by the OS maximum; 0 keeps the OS default). */
+  readonly udpBufferSize: number
 }
 
 export const defaultTuning: Tuning = {
@@ -61,15 +63,15 @@ export const defaultTuning: Tuning = {
   maxStreamWindow: 16 * 1024 * 1024,
   maxRecvUdpPayloadSize: 65527,
   maxSendUdpPayloadSize: 65527,
-  readableChunkSize: 64 * 1024
+  readableChunkSize: 64 * 1024,
+  udpBufferSize: 4 * 1024 * 1024
 }
 
-const quicConfig = (tuning: Partial<Tuning> | undefined): Partial<QUICConfig> => ({
-  ...defaultTuning,
-  ...tuning,
-  initialMaxStreamDataUni: 0,
-  initialMaxStreamsUni: 0
-})
+const quicConfig = (tuning: Partial<Tuning> | undefined): Partial<QUICConfig> => {
+  const { udpBufferSize: _, ...config } = { ...defaultTuning, ...tuning }
+  return { ...config, initialMaxStreamDataUni: 0, initialMaxStreamsUni: 0 }
+}
+const udpBufferSize = (tuning: Partial<Tuning> | undefined) => tuning?.udpBufferSize ?? defaultTuning.udpBufferSize
 
 /** The library logs every connection event; we surface what matters as typed errors instead. */
 const logger = new Logger("alknet/quic", LogLevel.SILENT)
@@ -176,6 +178,7 @@ export const makeEndpoint = (
         try: async () => {
           server.addEventListener(events.EventQUICServerConnection.name, onConnection as QuicConnection.Listener)
           await server.start({ host: options.host ?? "127.0.0.1", port: options.port ?? 0 })
+          QuicConnection.setUdpBufferSize(server, udpBufferSize(options.tuning))
         },
         catch: (e) =>
           EndpointError.make(
@@ -322,6 +325,7 @@ export const connect = (
       }),
       (client) => Effect.promise(() => client.destroy({ force: true }).catch(() => undefined))
     )
+    QuicConnection.setUdpBufferSize(client, udpBufferSize(options.tuning))
     return QuicConnection.make(
       client.connection,
       "client",

@@ -49,6 +49,23 @@ export type Listener = Parameters<QUICConnection["addEventListener"]>[1]
 const internals = (connection: QUICConnection): QuicInternals => connection as unknown as QuicInternals
 
 /**
+ * Enlarge the kernel buffers of the UDP socket under a server or client (the library leaves the OS default, about
+ * 200 KiB on Linux, which a burst of large datagrams overflows: the loss then costs retransmission timeouts). The
+ * kernel caps the size at its maximum (net.core.rmem_max / wmem_max).
+ */
+export const setUdpBufferSize = (owner: object, bytes: number): void => {
+  const socket = (owner as { socket?: { socket?: { setRecvBufferSize(n: number): void; setSendBufferSize(n: number): void } } })
+    .socket?.socket
+  if (socket === undefined || bytes <= 0) return
+  try {
+    socket.setRecvBufferSize(bytes)
+    socket.setSendBufferSize(bytes)
+  } catch {
+    // Not fatal: the OS default stays.
+  }
+}
+
+/**
  * The ALPN the handshake settled on. @matrixai/quic has no public accessor for it: read it from the native
  * connection (quiche's `application_proto()`).
  */
