@@ -25,6 +25,7 @@ import type { TransportError } from "../errors/TransportError.js"
 import type { EventEnvelope } from "../schema/Envelope.js"
 import type { Identity } from "../schema/Identity.js"
 import * as Operation from "../services/Operation.js"
+import * as Deadlines from "./Deadlines.js"
 import * as Discovery from "./Discovery.js"
 import * as Dispatcher from "./Dispatcher.js"
 import type { OperationSource } from "./Dispatcher.js"
@@ -139,6 +140,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       source: options.source ?? emptySource,
       ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
     })
+    const deadlines = yield* Deadlines.make
     const requests = yield* FiberMap.make<string, void, never>()
     const exchanges = yield* FiberSet.make<void, never>()
     const pending = new Map<string, Pending>()
@@ -346,9 +348,9 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     }
 
     /**
-     * Run a unary handler in this request's fiber and answer. The deadline is one timer fiber that interrupts the
-     * request fiber (handler and inline children with it); the release then answers TIMEOUT. This is a third of the
-     * cost of racing the handler against a sleep (`Effect.timeout` forks both sides).
+     * Run a unary handler in this request's fiber and answer. At the deadline the connection's timer (`Deadlines`, one
+     * fiber for all calls) interrupts the request fiber (handler and inline children with it), and the exit handler
+     * answers TIMEOUT. `Effect.timeout` would fork two fibers per call to race the handler against a sleep.
      */
     const serveUnary = (
       prepared: Extract<Dispatcher.Prepared, { _tag: "Unary" }>,
@@ -363,15 +365,12 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         if (remaining <= 0) return sendError(exchange, id, CallError.timeout())
         return Effect.withFiberRuntime<void, CallError.CallError | TransportError>((self) => {
           let timedOut = false
-          const timer = Effect.zipRight(
-            Effect.sleep(remaining),
-            Effect.sync(() => {
-              timedOut = true
-              self.unsafeInterruptAsFork(self.id())
-            })
-          )
-          return Effect.acquireUseRelease(Effect.forkDaemon(timer), () => answer, (timerFiber, exit) => {
-            timerFiber.unsafeInterruptAsFork(self.id())
+          const cancel = deadlines.add(deadline, () => {
+            timedOut = true
+            self.unsafeInterruptAsFork(self.id())
+          })
+          return Effect.onExit(answer, (exit) => {
+            cancel()
             return timedOut && Exit.isInterrupted(exit)
               ? Effect.ignore(sendError(exchange, id, CallError.timeout()))
               : Effect.void
