@@ -167,7 +167,7 @@ export const layerIdentity: Layer.Layer<IdentityProvider.IdentityProvider, never
       const config = yield* NodeConfig.NodeConfig
       let source = yield* config.dynamic
       let index = IdentityProvider.makeIndex(source.peers, source.api_keys)
-      const provider = IdentityProvider.fromIndex(() => index)
+      const provider = IdentityProvider.fromIndex(() => index, yield* Effect.clock)
       const refresh = Effect.map(config.dynamic, (dynamic) => {
         if (dynamic === source) return
         index = IdentityProvider.makeIndex(dynamic.peers, dynamic.api_keys)

@@ -9,10 +9,12 @@
  * - fingerprint → the first enabled peer listing it;
  * - token → the first enabled peer whose `auth_token_hash` matches; else the token must start with `alk_`, its
  *   first 8 characters select the API key with that `prefix`, the key's hash must match (constant-time) and the key
- *   must not be expired (`now >= expires_at` is rejected; "now" is Effect's `Clock`, so `TestClock` drives it);
+ *   must not be expired (`now >= expires_at` is rejected; "now" is Effect's `Clock` — the one in force when the
+ *   backend's layer was built — so `TestClock` drives it in tests);
  * - disabled peers resolve to nothing, by any credential.
  */
 import { Context, Effect, Layer, Option, Redacted } from "effect"
+import type { Clock } from "effect"
 import type { ApiKeyEntry } from "../schema/ApiKeyEntry.js"
 import type { Identity } from "../schema/Identity.js"
 import type { PeerEntry } from "../schema/PeerEntry.js"
@@ -54,13 +56,37 @@ const freezeIdentity = (id: string, scopes: ReadonlyArray<string>, resources: Id
     )
   }))
 
+// Rebuilding an index after one change reuses what it can: entries are immutable, so an entry object seen before
+// maps to the same identity (and API-key slot) as before.
+const peerIdentities = new WeakMap<PeerEntry, Option.Option<Identity>>()
+const apiKeySlots = new WeakMap<ApiKeyEntry, ApiKeySlot | undefined>()
+
+const identityOf = (peer: PeerEntry): Option.Option<Identity> => {
+  let identity = peerIdentities.get(peer)
+  if (identity === undefined) {
+    identity = freezeIdentity(peer.peer_id, peer.scopes, peer.resources)
+    peerIdentities.set(peer, identity)
+  }
+  return identity
+}
+
+const slotOf = (key: ApiKeyEntry): ApiKeySlot | undefined => {
+  if (apiKeySlots.has(key)) return apiKeySlots.get(key)
+  const digest = Token.digestOf(key.hash)
+  const slot = digest === undefined
+    ? undefined
+    : { digest, expiresAt: key.expires_at?.epochMillis, identity: freezeIdentity(key.prefix, key.scopes, {}) }
+  apiKeySlots.set(key, slot)
+  return slot
+}
+
 /** Build the index. Later peers never shadow earlier ones ("first enabled peer wins"). */
 export const makeIndex = (peers: ReadonlyArray<PeerEntry>, apiKeys: ReadonlyArray<ApiKeyEntry>): Index => {
   const byFingerprint = new Map<string, Option.Option<Identity>>()
   const byTokenHex = new Map<string, Option.Option<Identity>>()
   for (const peer of peers) {
     if (!peer.enabled) continue
-    const identity = freezeIdentity(peer.peer_id, peer.scopes, peer.resources)
+    const identity = identityOf(peer)
     for (const fingerprint of peer.fingerprints) {
       if (!byFingerprint.has(fingerprint)) byFingerprint.set(fingerprint, identity)
     }
@@ -69,13 +95,8 @@ export const makeIndex = (peers: ReadonlyArray<PeerEntry>, apiKeys: ReadonlyArra
   }
   const byPrefix = new Map<string, ApiKeySlot>()
   for (const key of apiKeys) {
-    const digest = Token.digestOf(key.hash)
-    if (digest === undefined || byPrefix.has(key.prefix)) continue
-    byPrefix.set(key.prefix, {
-      digest,
-      expiresAt: key.expires_at?.epochMillis,
-      identity: freezeIdentity(key.prefix, key.scopes, {})
-    })
+    const slot = slotOf(key)
+    if (slot !== undefined && !byPrefix.has(key.prefix)) byPrefix.set(key.prefix, slot)
   }
   return { peers, apiKeys, byFingerprint, byTokenHex, byPrefix }
 }
@@ -86,30 +107,33 @@ export const emptyIndex: Index = makeIndex([], [])
 export const lookupFingerprint = (index: Index, fingerprint: string): Option.Option<Identity> =>
   index.byFingerprint.get(fingerprint) ?? Option.none()
 
-/** Token lookup against a snapshot at time `nowMillis` (synchronous). */
-export const lookupToken = (index: Index, token: string, nowMillis: number): Option.Option<Identity> => {
+/**
+ * Token lookup against a snapshot (synchronous). `nowMillis` is asked only when the matching API key has an
+ * expiry.
+ */
+export const lookupToken = (index: Index, token: string, nowMillis: () => number): Option.Option<Identity> => {
   const hex = Token.sha256Hex(token)
   const peer = index.byTokenHex.get(hex)
   if (peer !== undefined) return peer
   const prefix = Token.prefixOf(token)
   const slot = prefix === undefined ? undefined : index.byPrefix.get(prefix)
-  if (slot === undefined || !Token.digestEquals(hex, slot.digest) || Token.isExpired(slot.expiresAt, nowMillis)) {
-    return Option.none()
-  }
-  return slot.identity
+  if (slot === undefined || !Token.digestEquals(hex, slot.digest)) return Option.none()
+  return slot.expiresAt !== undefined && Token.isExpired(slot.expiresAt, nowMillis()) ? Option.none() : slot.identity
 }
 
 /**
  * A provider reading whatever snapshot `current()` returns at the moment of the lookup. Backends keep the snapshot
- * in one variable and replace it whole, so a reader sees either the old or the new index, never a mix.
+ * in one variable and replace it whole, so a reader sees either the old or the new index, never a mix. `clock` is
+ * the Clock in force when the backend's layer was built (a `TestClock` in tests); it is read only for keys that
+ * expire.
  */
-export const fromIndex = (current: () => Index): Service => ({
-  resolveFingerprint: (fingerprint) => Effect.sync(() => lookupFingerprint(current(), fingerprint)),
-  resolveToken: (token) =>
-    Effect.clockWith((clock) =>
-      Effect.sync(() => lookupToken(current(), Redacted.value(token), clock.unsafeCurrentTimeMillis()))
-    )
-})
+export const fromIndex = (current: () => Index, clock: Clock.Clock): Service => {
+  const now = () => clock.unsafeCurrentTimeMillis()
+  return {
+    resolveFingerprint: (fingerprint) => Effect.sync(() => lookupFingerprint(current(), fingerprint)),
+    resolveToken: (token) => Effect.sync(() => lookupToken(current(), Redacted.value(token), now))
+  }
+}
 
 /** A read-only provider over a fixed set of entries (tests, embedding). */
 export const layerEntries = (
@@ -117,6 +141,6 @@ export const layerEntries = (
   apiKeys: ReadonlyArray<ApiKeyEntry> = []
 ): Layer.Layer<IdentityProvider> => {
   const index = makeIndex(peers, apiKeys)
-  return Layer.succeed(IdentityProvider, fromIndex(() => index))
+  return Layer.effect(IdentityProvider, Effect.map(Effect.clock, (clock) => fromIndex(() => index, clock)))
 }
 

@@ -83,7 +83,7 @@ export interface LiveIndex {
 }
 
 export const makeLiveIndex = (initial: IdentityProvider.Index): Effect.Effect<LiveIndex> =>
-  Effect.map(SubscriptionRef.make(0), (version) => {
+  Effect.map(Effect.zip(SubscriptionRef.make(0), Effect.clock), ([version, clock]) => {
     let index = initial
     const current = () => index
     return {
@@ -96,7 +96,7 @@ export const makeLiveIndex = (initial: IdentityProvider.Index): Effect.Effect<Li
           return SubscriptionRef.update(version, (n) => n + 1)
         }),
       changes: version.changes,
-      provider: IdentityProvider.fromIndex(current)
+      provider: IdentityProvider.fromIndex(current, clock)
     }
   })
 

@@ -42,13 +42,16 @@ export const generate: Effect.Effect<Generated> = Effect.sync(() => {
   return { token, prefix: raw.slice(0, PREFIX_LENGTH), hash: hash(token) }
 })
 
-/** Bytes of a stored `sha256:<hex>` hash, for constant-time comparison; `undefined` if malformed. */
+/**
+ * The comparable form of a stored `sha256:<hex>` hash: its 64 hex characters as bytes (comparing hex text is as
+ * good as comparing the digest, and cheaper than decoding it on every lookup); `undefined` if malformed.
+ */
 export const digestOf = (storedHash: string): Buffer | undefined =>
-  /^sha256:[0-9a-f]{64}$/.test(storedHash) ? Buffer.from(storedHash.slice(7), "hex") : undefined
+  /^sha256:[0-9a-f]{64}$/.test(storedHash) ? Buffer.from(storedHash.slice(7), "latin1") : undefined
 
-/** Constant-time comparison of a token's SHA-256 (lowercase hex) against a stored digest. */
+/** Constant-time comparison of a token's SHA-256 (lowercase hex) with a {@link digestOf} result. */
 export const digestEquals = (tokenHex: string, digest: Buffer): boolean =>
-  digest.length === 32 && crypto.timingSafeEqual(Buffer.from(tokenHex, "hex"), digest)
+  tokenHex.length === 64 && digest.length === 64 && crypto.timingSafeEqual(Buffer.from(tokenHex, "latin1"), digest)
 
 /** Does `token` hash to `storedHash`? Constant-time in the token's contents. */
 export const verify = (token: Redacted.Redacted<string>, storedHash: string): boolean => {

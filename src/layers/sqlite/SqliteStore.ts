@@ -9,8 +9,9 @@
  * - A write by **another process** (or another connection) is picked up without polling: the directory is watched
  *   for changes to the database and its `-wal` file; each wake-up confirms with `PRAGMA data_version` (which
  *   changes only when another connection committed) before reloading. A commit's WAL write can be observed a
- *   moment before the commit is visible, so a wake-up that finds nothing new re-checks a few times (2, 10, 50 ms)
- *   and then sleeps until the next file event.
+ *   moment before the commit is visible, so a wake-up that finds nothing new re-checks a few times (after 1, 3, 10
+ *   and 50 ms) and then sleeps until the next file event.
+ * - A reload reads the three tables whole (O(rows)) but decodes only rows that changed since the previous one.
  * - Whatever fails — a statement, a row that does not decode — the previous index keeps serving.
  *
  * This folder is the only place that imports `@effect/sql*`.
@@ -65,7 +66,7 @@ const migrations: ReadonlyArray<ReadonlyArray<string>> = [
 ]
 
 /** Wait before re-checking `data_version` after a file event that showed no new commit yet. */
-const RECHECK_MS = [2, 10, 50] as const
+const RECHECK_MS = [1, 3, 10, 50] as const
 
 /** SQL errors become `StoreError`s naming the operation and SQLite's result code — never SQL text or values. */
 const backend = (operation: string) => (error: SqlError): StoreError => {
@@ -81,28 +82,43 @@ interface Snapshot {
   readonly credentials: ReadonlyMap<string, EncryptedData>
 }
 
-/** Decode every row, or fail naming the first bad row and field. */
-const decodeRows = <A, I>(
-  table: string,
-  key: string,
-  schema: Schema.Schema<A, I>,
-  rows: ReadonlyArray<Record<string, unknown>>
-): Either.Either<ReadonlyArray<A>, StoreError> => {
+type Row = Record<string, unknown>
+
+const sameRow = (a: Row, b: Row): boolean => {
+  for (const column in b) if (a[column] !== b[column]) return false
+  return true
+}
+
+/**
+ * Decodes a table's rows, or fails naming the first bad row and field. A row identical to one decoded by the
+ * previous successful call is not decoded again (its entry object is reused), so a reload after one change costs
+ * one decode, not one per row.
+ */
+const rowDecoder = <A, I>(table: string, key: string, schema: Schema.Schema<A, I>) => {
   const decode = Schema.decodeUnknownEither(schema, { errors: "all" })
-  const out: Array<A> = []
-  for (const row of rows) {
-    const decoded = decode(row)
-    if (Either.isLeft(decoded)) {
-      return Either.left(
-        new StoreError({
-          reason: "Serialization",
-          message: `${table} row ${JSON.stringify(row[key])}: ${formatError(decoded.left)}`
-        })
-      )
+  let previous = new Map<unknown, { readonly row: Row; readonly value: A }>()
+  return (rows: ReadonlyArray<Row>): Either.Either<ReadonlyArray<A>, StoreError> => {
+    const next = new Map<unknown, { readonly row: Row; readonly value: A }>()
+    for (const row of rows) {
+      const cached = previous.get(row[key])
+      if (cached !== undefined && sameRow(cached.row, row)) {
+        next.set(row[key], cached)
+        continue
+      }
+      const decoded = decode(row)
+      if (Either.isLeft(decoded)) {
+        return Either.left(
+          new StoreError({
+            reason: "Serialization",
+            message: `${table} row ${JSON.stringify(row[key])}: ${formatError(decoded.left)}`
+          })
+        )
+      }
+      next.set(row[key], { row, value: decoded.right })
     }
-    out.push(decoded.right)
+    previous = next
+    return Either.right(Array.from(next.values(), (entry) => entry.value))
   }
-  return Either.right(out)
 }
 
 /**
@@ -133,15 +149,18 @@ export const make = Effect.gen(function*() {
   let seenVersion = -1
   let credentials: ReadonlyMap<string, EncryptedData> = new Map()
 
+  const decodePeers = rowDecoder("peers", "peer_id", PeerRow)
+  const decodeApiKeys = rowDecoder("api_keys", "prefix", ApiKeyRow)
+  const decodeCredentials = rowDecoder("credentials", "provider", CredentialRow)
   const decodeSnapshot = (
-    peerRows: ReadonlyArray<Record<string, unknown>>,
-    keyRows: ReadonlyArray<Record<string, unknown>>,
-    credentialRows: ReadonlyArray<Record<string, unknown>>
+    peerRows: ReadonlyArray<Row>,
+    keyRows: ReadonlyArray<Row>,
+    credentialRows: ReadonlyArray<Row>
   ): Either.Either<Snapshot, StoreError> =>
     Either.gen(function*() {
-      const peers: ReadonlyArray<PeerEntry> = yield* decodeRows("peers", "peer_id", PeerRow, peerRows)
-      const apiKeys: ReadonlyArray<ApiKeyEntry> = yield* decodeRows("api_keys", "prefix", ApiKeyRow, keyRows)
-      const blobs = yield* decodeRows("credentials", "provider", CredentialRow, credentialRows)
+      const peers: ReadonlyArray<PeerEntry> = yield* decodePeers(peerRows)
+      const apiKeys: ReadonlyArray<ApiKeyEntry> = yield* decodeApiKeys(keyRows)
+      const blobs = yield* decodeCredentials(credentialRows)
       return {
         index: IdentityProvider.makeIndex(peers, apiKeys),
         credentials: new Map(blobs.map(({ provider, ...blob }) => [provider, blob]))
