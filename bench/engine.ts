@@ -3,11 +3,13 @@
  * transport (no registry, no dispatch, no correlation) in the same process. Prints a table with the overhead ratio
  * (bare rate / engine rate; 1.00 = no overhead).
  *
- * - unary c=1:   sequential round trips (one exchange per call, as over QUIC)
+ * - unary c=1:   sequential round trips (one exchange per call, as over QUIC), input `{"n":1,"s":"<100 bytes>"}`
  * - unary c=64:  64 concurrent callers on one connection
  * - stream:      one subscription of N small items `{i}`, counted by the consumer
+ *
+ * `--quick` runs a tenth of it (a smoke test).
  */
-import { Chunk, Effect, Option, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import * as Connection from "../src/call/Connection.js"
 import * as InMemoryTransport from "../src/call/InMemoryTransport.js"
 import type { EventEnvelope } from "../src/schema/Envelope.js"
@@ -16,8 +18,9 @@ import * as Operation from "../src/services/Operation.js"
 import * as OperationRegistry from "../src/services/OperationRegistry.js"
 
 const quick = process.argv.includes("--quick")
-const UNARY = quick ? 2_000 : 20_000
-const STREAM = quick ? 20_000 : 200_000
+const UNARY = quick ? 1_000 : 4_000
+const STREAM = quick ? 20_000 : 100_000
+const ROUNDS = quick ? 3 : 5
 const input = { n: 1, s: "x".repeat(100) }
 
 const Echo = Schema.Struct({ n: Schema.Number, s: Schema.String })
@@ -93,43 +96,56 @@ interface Subject {
   readonly stream: (count: number) => Effect.Effect<number>
 }
 
-const rate = (n: number, effect: Effect.Effect<unknown>) =>
+/** Operations per second of `n` runs of `effect` (sequential, or `concurrency` at a time). */
+const rate = (n: number, effect: Effect.Effect<unknown>, concurrency = 1) =>
   Effect.gen(function*() {
     const t0 = performance.now()
-    yield* effect
+    yield* Effect.forEach(Array.from({ length: n }), () => effect, { concurrency, discard: true })
     return n / ((performance.now() - t0) / 1000)
   })
 
-const measure = (subject: Subject) =>
+const streamRate = (subject: Subject, n: number) =>
   Effect.gen(function*() {
-    // warm-up
-    yield* Effect.forEach(Array.from({ length: 500 }), () => subject.unary, { concurrency: 16, discard: true })
-    yield* subject.stream(5_000)
-    const c1 = yield* rate(UNARY / 4, Effect.forEach(Array.from({ length: UNARY / 4 }), () => subject.unary, { discard: true }))
-    const c64 = yield* rate(UNARY, Effect.forEach(Array.from({ length: UNARY }), () => subject.unary, { concurrency: 64, discard: true }))
-    const items = yield* rate(STREAM, Effect.flatMap(subject.stream(STREAM), (n) => n === STREAM ? Effect.void : Effect.dieMessage(`got ${n} items`)))
-    return { c1, c64, items }
+    const t0 = performance.now()
+    const got = yield* subject.stream(n)
+    if (got !== n) return yield* Effect.dieMessage(`got ${got} of ${n} items`)
+    return n / ((performance.now() - t0) / 1000)
   })
+
+const median = (xs: ReadonlyArray<number>) => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
 
 const program = Effect.gen(function*() {
-  const bareSubject = yield* bare
-  const engineSubject = yield* engine
-  // alternate to spread machine noise over both
-  const b1 = yield* measure(bareSubject)
-  const e1 = yield* measure(engineSubject)
-  const b2 = yield* measure(bareSubject)
-  const e2 = yield* measure(engineSubject)
-  const best = (x: typeof b1, y: typeof b1) => ({ c1: Math.max(x.c1, y.c1), c64: Math.max(x.c64, y.c64), items: Math.max(x.items, y.items) })
-  const b = best(b1, b2)
-  const e = best(e1, e2)
-  const rows: Array<[string, number, number]> = [
-    ["unary round trips/s, c=1", b.c1, e.c1],
-    ["unary round trips/s, c=64", b.c64, e.c64],
-    ["subscription items/s", b.items, e.items]
+  const subjects = { bare: yield* bare, engine: yield* engine }
+  for (const subject of Object.values(subjects)) {
+    yield* rate(1_000, subject.unary, 16) // warm-up
+    yield* subject.stream(10_000)
+  }
+  // Rounds alternate bare and engine so that machine noise falls on both; each row reports the medians.
+  const phases = [
+    { name: "unary round trips/s, c=1", run: (s: Subject) => rate(UNARY / 4, s.unary) },
+    { name: "unary round trips/s, c=64", run: (s: Subject) => rate(UNARY, s.unary, 64) },
+    { name: "subscription items/s", run: (s: Subject) => streamRate(s, STREAM) }
   ]
-  console.log(`\ncall engine over the in-memory transport (best of 2 runs${quick ? ", QUICK" : ""}; ${UNARY} calls, ${STREAM} items)\n`)
+  const rows: Array<[string, number, number]> = []
+  for (const phase of phases) {
+    const bareRates: Array<number> = []
+    const engineRates: Array<number> = []
+    for (let round = 0; round < ROUNDS; round++) {
+      bareRates.push(yield* phase.run(subjects.bare))
+      engineRates.push(yield* phase.run(subjects.engine))
+    }
+    rows.push([phase.name, median(bareRates), median(engineRates)])
+  }
+  console.log(
+    `\ncall engine over the in-memory transport (median of ${ROUNDS} alternating rounds${quick ? ", QUICK" : ""}; ` +
+      `${UNARY / 4} calls at c=1, ${UNARY} at c=64, ${STREAM} items per round)\n`
+  )
   console.log("| scenario | bare echo | engine | overhead (bare/engine) |")
   console.log("|---|---:|---:|---:|")
   for (const [name, bareRate, engineRate] of rows) {
@@ -141,5 +157,3 @@ Effect.runPromise(Effect.scoped(program)).catch((e) => {
   console.error(e)
   process.exit(1)
 })
-void Chunk
-void Option

@@ -300,10 +300,15 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const sendError = (exchange: Exchange, id: string, error: CallError.CallError) =>
       send(exchange, { type: "call.error", id, payload: error.toPayload() })
 
-    /** Send an output; one that cannot be encoded (not JSON, too large) becomes INTERNAL for the caller. */
-    const sendOutput = (exchange: Exchange, id: string, output: unknown) =>
+    /**
+     * Send outputs (one, or a chunk of subscription items); one that cannot be encoded (not JSON, too large) becomes
+     * INTERNAL for the caller and stops the call.
+     */
+    const sendOutputs = (exchange: Exchange, id: string, outputs: Iterable<unknown>) =>
       Effect.catchIf(
-        send(exchange, { type: "call.responded", id, payload: { output } }),
+        Effect.forEach(outputs, (output) => send(exchange, { type: "call.responded", id, payload: { output } }), {
+          discard: true
+        }),
         (e) => e.reason === "InvalidFrame",
         (e) =>
           Effect.zipRight(
@@ -336,10 +341,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           prepared._tag === "Unary"
             ? serveUnary(prepared, exchange, id)
             : Effect.zipRight(
-              Stream.runForEachChunk(
-                prepared.run,
-                (items) => Effect.forEach(items, (item) => sendOutput(exchange, id, item), { discard: true })
-              ),
+              Stream.runForEachChunk(prepared.run, (items) => sendOutputs(exchange, id, items)),
               send(exchange, { type: "call.completed", id, payload: {} })
             )
         ),
@@ -357,7 +359,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       exchange: Exchange,
       id: string
     ): Effect.Effect<void, CallError.CallError | TransportError> => {
-      const answer = Effect.flatMap(prepared.handler, (output) => sendOutput(exchange, id, output))
+      const answer = Effect.flatMap(prepared.handler, (output) => sendOutputs(exchange, id, [output]))
       if (Option.isNone(prepared.deadline)) return answer
       const deadline = prepared.deadline.value
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
