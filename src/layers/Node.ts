@@ -146,20 +146,21 @@ const firstOf = (...providers: ReadonlyArray<IdentityProvider.Service>): CallPro
   }
 }
 
-/** The node's TLS identity from its config: the vault's node key unless the config names another. */
-const tlsIdentity = Effect.gen(function*() {
-  const config = yield* NodeConfig
-  const tls = config.static.tls
-  switch (tls.type) {
-    case "raw_key":
-      if (tls.key_file !== undefined) return yield* Effect.mapError(Tls.rawKeyFromPemFile(tls.key_file), fail("Identity"))
-      return Tls.RawKey((yield* Effect.mapError(Vault.nodeIdentity, fail("Vault"))).privateKey)
-    case "x509":
-      return Tls.X509(tls.cert_file, tls.key_file)
-    case "self_signed":
-      return Tls.SelfSigned
-  }
-})
+/** The TLS identity a config names: the vault's node key unless it names another (also a client's, e.g. the CLI's). */
+export const tlsIdentityOf = (tls: Config["tls"]): Effect.Effect<Tls.TlsIdentity, NodeError, Vault.Vault> =>
+  Effect.gen(function*() {
+    switch (tls.type) {
+      case "raw_key":
+        if (tls.key_file !== undefined) return yield* Effect.mapError(Tls.rawKeyFromPemFile(tls.key_file), fail("Identity"))
+        return Tls.RawKey((yield* Effect.mapError(Vault.nodeIdentity, fail("Vault"))).privateKey)
+      case "x509":
+        return Tls.X509(tls.cert_file, tls.key_file)
+      case "self_signed":
+        return Tls.SelfSigned
+    }
+  })
+
+const tlsIdentity = Effect.flatMap(NodeConfig, (config) => tlsIdentityOf(config.static.tls))
 
 /**
  * Start a node from the services in context: an unlocked `Vault`, `NodeConfig` and the `IdentityStore`. It serves until the scope closes, then drains (the config's `drain_timeout_ms`).
