@@ -1,0 +1,58 @@
+/**
+ * Using a node's home from a CLI command: its config, its SQLite stores (shared with a node running on the same home,
+ * which picks up every write within milliseconds), its vault, and its identity as a client.
+ */
+import { NodeFileSystem } from "@effect/platform-node"
+import { Effect, Layer, Option } from "effect"
+import type { Redacted } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import * as ConfigFile from "../layers/ConfigFile.js"
+import * as Node from "../layers/Node.js"
+import * as NodeHome from "../layers/NodeHome.js"
+import * as SqliteStore from "../layers/sqlite/SqliteStore.js"
+import * as Vault from "../services/Vault.js"
+import type { CliError } from "./errors.js"
+import * as Io from "./io.js"
+
+/** The home's config (relative paths resolved), after checking it is a home. */
+export const config = (home: string) =>
+  Effect.zipRight(NodeHome.requireHome(home), ConfigFile.load(NodeHome.configPath(home)))
+
+/** The home's stores: `IdentityStore`, `IdentityProvider` and `CredentialStore`, on its SQLite database. */
+export const stores = (home: string) =>
+  Layer.unwrapEffect(
+    Effect.map(config(home), (c) => SqliteStore.layer({ filename: NodeHome.databasePath(c.data_dir) }))
+  )
+
+const exists = (file: string) => Effect.promise(() => fs.access(file).then(() => true, () => false))
+
+/**
+ * The mnemonic the home does not keep (`init --no-store-mnemonic`): the first line of stdin. `None` when the home
+ * has its mnemonic file.
+ */
+export const mnemonicFromStdin = (home: string): Effect.Effect<Option.Option<Redacted.Redacted<string>>, CliError> =>
+  Effect.flatMap(exists(NodeHome.mnemonicPath(home)), (found) =>
+    found
+      ? Effect.succeedNone
+      : Effect.asSome(
+        Io.readLine(
+          `the mnemonic (${path.resolve(home)} keeps none)`,
+          `${path.resolve(home)} keeps no mnemonic: enter it (one line)`
+        )
+      ))
+
+/** The home's vault, unlocked from its mnemonic file or, when it keeps none, from the first line of stdin. */
+export const vault = (home: string) =>
+  Layer.effectDiscard(
+    Effect.gen(function*() {
+      yield* NodeHome.requireHome(home)
+      const given = yield* mnemonicFromStdin(home)
+      if (Option.isSome(given)) return yield* Effect.flatMap(Vault.Vault, (v) => v.unlock(given.value))
+      yield* Vault.unlockFromFile(NodeHome.mnemonicPath(home)).pipe(Effect.provide(NodeFileSystem.layer))
+    })
+  ).pipe(Layer.provideMerge(Vault.layer))
+
+/** The TLS identity the home's node presents (its config's `tls`: by default the vault's node key). */
+export const clientIdentity = (home: string) =>
+  Effect.flatMap(config(home), (c) => Node.tlsIdentityOf(c.tls)).pipe(Effect.provide(vault(home)))

@@ -1,0 +1,81 @@
+/**
+ * `alknet init`: create a node's home, print its fingerprint and (once) the generated mnemonic.
+ */
+import { Command, Options } from "@effect/cli"
+import { Effect, Option, Redacted } from "effect"
+import * as path from "node:path"
+import * as NodeHome from "../layers/NodeHome.js"
+import * as Vault from "../services/Vault.js"
+import * as Io from "./io.js"
+import * as Shared from "./options.js"
+
+export interface InitOptions {
+  readonly home: string
+  readonly words: Vault.WordCount
+  readonly mnemonicStdin: boolean
+  readonly storeMnemonic: boolean
+}
+
+/**
+ * Create the home and report it through `print` (stdout for `init`, stderr when `node --init` does it, so the node's
+ * first stdout line stays the listening line). With `json`, one JSON object instead.
+ */
+export const initHome = (options: InitOptions, print: (line: string) => Effect.Effect<void>, json = false) =>
+  Effect.gen(function*() {
+    const home = path.resolve(options.home)
+    const mnemonic = options.mnemonicStdin ? Option.some(yield* Io.readLine("a mnemonic", "enter the mnemonic (one line)")) : Option.none()
+    const created = yield* NodeHome.init({
+      home,
+      words: options.words,
+      storeMnemonic: options.storeMnemonic,
+      ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})
+    }).pipe(Effect.provide(Vault.layer))
+    if (json) {
+      return yield* print(JSON.stringify({
+        home,
+        fingerprint: created.fingerprint,
+        mnemonic_stored: options.storeMnemonic,
+        ...(created.generated === undefined ? {} : { mnemonic: Redacted.value(created.generated) })
+      }))
+    }
+    yield* print(`created alknet home ${home}`)
+    yield* print(`fingerprint ${created.fingerprint}`)
+    if (created.generated !== undefined) {
+      const words = Redacted.value(created.generated)
+      yield* print("")
+      yield* print(`mnemonic (${words.split(" ").length} words), shown only this once:`)
+      yield* print("")
+      yield* print(`    ${words}`)
+      yield* print("")
+      yield* print("  Back it up now, offline. It is this node's identity and the key to its stored credentials:")
+      yield* print("  whoever has it can act as this node, and without it neither can be recovered.")
+    }
+    yield* print(
+      options.storeMnemonic
+        ? `  The mnemonic is stored in ${NodeHome.mnemonicPath(home)} (mode 0600).`
+        : "  The mnemonic is not stored: give it on stdin whenever this home's vault is needed (node, credential)."
+    )
+  })
+
+const words = Options.choice("words", ["12", "15", "18", "21", "24"]).pipe(
+  Options.withDefault("24"),
+  Options.withDescription("words of the generated mnemonic")
+)
+const mnemonicStdin = Options.boolean("mnemonic-stdin").pipe(
+  Options.withDescription("read an existing mnemonic from stdin instead of generating one")
+)
+const noStoreMnemonic = Options.boolean("no-store-mnemonic").pipe(
+  Options.withDescription("do not keep the mnemonic in the home (it is then read from stdin when needed)")
+)
+
+export const command = Command.make(
+  "init",
+  { home: Shared.home, words, mnemonicStdin, noStoreMnemonic, json: Shared.json },
+  (o) =>
+    initHome({
+      home: o.home,
+      words: Number(o.words) as Vault.WordCount,
+      mnemonicStdin: o.mnemonicStdin,
+      storeMnemonic: !o.noStoreMnemonic
+    }, Io.out, o.json)
+).pipe(Command.withDescription("Create a node's home: config, SQLite store, and a new (or given) mnemonic."))

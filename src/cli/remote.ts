@@ -1,0 +1,174 @@
+/**
+ * Talking to a node: `alknet call`, `subscribe`, `ls`, `schema`.
+ *
+ * The client presents the identity of `--home` (its node key) or an ephemeral one, sends `--token` (or
+ * `$ALKNET_TOKEN`) as `auth_token`, and pins `--fingerprint`. A raw-key node can only be reached with its fingerprint
+ * pinned: without one the connection fails closed (SPEC §3). Connecting retries `--retries` times when nothing
+ * answers, with progress on stderr.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Config, Duration, Effect, Fiber, Option, Redacted, Schema, Stream } from "effect"
+import { compact } from "../internal/compact.js"
+import { Fingerprint } from "../schema/PeerEntry.js"
+import * as CallClient from "../services/CallClient.js"
+import { CliError, usage } from "./errors.js"
+import * as Home from "./home.js"
+import * as Io from "./io.js"
+import * as Shared from "./options.js"
+
+const address = Args.text({ name: "address" }).pipe(
+  Args.withDescription("the node: quic://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT")
+)
+const operation = Args.text({ name: "operation" }).pipe(Args.withDescription("the operation, e.g. node/info"))
+const input = Args.text({ name: "json" }).pipe(
+  Args.withDescription("the input as JSON (default {}); - reads it from stdin"),
+  Args.optional
+)
+
+const connection = {
+  home: Shared.clientHome,
+  fingerprint: Options.text("fingerprint").pipe(
+    Options.withDescription("the node's fingerprint (ed25519:…): pinned; required for a raw-key node"),
+    Options.optional
+  ),
+  token: Options.redacted("token").pipe(
+    Options.withDescription("bearer token sent with every call (default $ALKNET_TOKEN)"),
+    Options.withFallbackConfig(Config.redacted("ALKNET_TOKEN")),
+    Options.optional
+  ),
+  connectTimeout: Options.text("connect-timeout").pipe(
+    Options.withDescription("give up one connection attempt after this long"),
+    Options.withDefault("5s")
+  ),
+  retries: Options.integer("retries").pipe(
+    Options.withDescription("connection attempts after the first when nothing answers"),
+    Options.withDefault(2)
+  )
+}
+
+interface ConnectionOptions {
+  readonly home: Option.Option<string>
+  readonly fingerprint: Option.Option<string>
+  readonly token: Option.Option<Redacted.Redacted<string>>
+  readonly connectTimeout: string
+  readonly retries: number
+}
+
+const isFingerprint = Schema.is(Fingerprint)
+
+/** Connect with the command's credentials; retry while nothing answers, saying so on stderr. */
+const connect = (target: string, o: ConnectionOptions) =>
+  Effect.gen(function*() {
+    if (Option.isSome(o.fingerprint) && !isFingerprint(o.fingerprint.value)) {
+      return yield* usage(`--fingerprint: expected ed25519:<64 hex> or SHA256:<64 hex>, got ${JSON.stringify(o.fingerprint.value)}`)
+    }
+    if (o.retries < 0) return yield* usage("--retries: expected 0 or more")
+    const connectTimeout = yield* Shared.parseDuration("--connect-timeout", o.connectTimeout)
+    const identity = Option.isSome(o.home) ? yield* Home.clientIdentity(o.home.value) : undefined
+    const credentials = compact({
+      identity,
+      token: Option.getOrUndefined(o.token),
+      expectedFingerprint: Option.getOrUndefined(o.fingerprint)
+    })
+    const attempts = o.retries + 1
+    const attempt = (n: number): ReturnType<typeof CallClient.connect> =>
+      Effect.gen(function*() {
+        // Say what is happening only when it takes a while.
+        const notice = yield* Effect.fork(
+          Effect.delay(Io.err(`connecting to ${target}${n > 1 ? ` (attempt ${n} of ${attempts})` : ""}…`), "500 millis")
+        )
+        return yield* CallClient.connect(target, credentials, { connectTimeout }).pipe(
+          Effect.ensuring(Fiber.interrupt(notice))
+        )
+      }).pipe(
+        Effect.catchIf((e) => e.reason === "Connect" && n < attempts, (e) => {
+          const wait = Duration.millis(500 * n)
+          return Io.err(`alknet: ${e.message}; retrying in ${Duration.format(wait)} (attempt ${n + 1} of ${attempts})`).pipe(
+            Effect.zipRight(Effect.sleep(wait)),
+            Effect.zipRight(attempt(n + 1))
+          )
+        })
+      )
+    return yield* attempt(1).pipe(
+      Effect.catchIf((e) => e.reason === "Untrusted", () =>
+        new CliError({
+          code: "Untrusted",
+          message: `${target} presents a key no CA vouches for (an alknet node's own key): refusing to connect ` +
+            "without --fingerprint; the node prints its fingerprint on its first line"
+        }))
+    )
+  })
+
+/** The input argument: JSON text, `-` for stdin, `{}` when absent. */
+const parseInput = (text: Option.Option<string>) =>
+  Effect.gen(function*() {
+    if (Option.isNone(text)) return {}
+    const source = text.value === "-" ? Redacted.value(yield* Io.readRest("the JSON input")) : text.value
+    try {
+      return JSON.parse(source) as unknown
+    } catch (e) {
+      return yield* new CliError({
+        code: "BadJson",
+        message: `invalid JSON input: ${e instanceof Error ? e.message : String(e)}`
+      })
+    }
+  })
+
+const timeout = Options.text("timeout").pipe(
+  Options.withDescription("the call's deadline, e.g. 10s (default: the node's, 30s)"),
+  Options.optional
+)
+
+const call = Command.make(
+  "call",
+  { address, operation, input, timeout, ...connection },
+  (o) =>
+    Effect.gen(function*() {
+      const value = yield* parseInput(o.input)
+      const deadline = Option.isSome(o.timeout) ? yield* Shared.parseDuration("--timeout", o.timeout.value) : undefined
+      const client = yield* connect(o.address, o)
+      yield* Io.json(yield* client.call(o.operation, value, compact({ timeout: deadline })))
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Call an operation and print its output as JSON."))
+
+const subscribe = Command.make(
+  "subscribe",
+  { address, operation, input, ...connection },
+  (o) =>
+    Effect.gen(function*() {
+      const value = yield* parseInput(o.input)
+      const client = yield* connect(o.address, o)
+      yield* Stream.runForEach(client.subscribe(o.operation, value), (item) => Io.json(item, true))
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Subscribe and print one JSON line per item; Ctrl-C aborts the subscription."))
+
+const Listing = Schema.Struct({
+  operations: Schema.Array(Schema.Struct({ name: Schema.String, namespace: Schema.String, op_type: Schema.String }))
+})
+
+const ls = Command.make(
+  "ls",
+  { address, json: Shared.json, ...connection },
+  (o) =>
+    Effect.gen(function*() {
+      const client = yield* connect(o.address, o)
+      const output = yield* client.call("services/list", {})
+      if (o.json) return yield* Io.json(output)
+      const listing = yield* Schema.decodeUnknown(Listing)(output).pipe(
+        Effect.mapError((e) => new CliError({ code: "Internal", message: `unexpected services/list output: ${e.message}` }))
+      )
+      yield* Io.table(["OPERATION", "TYPE"], listing.operations.map((op) => [op.name, op.op_type]))
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("List the operations the node lets you call."))
+
+const schema = Command.make(
+  "schema",
+  { address, operation, ...connection },
+  (o) =>
+    Effect.gen(function*() {
+      const client = yield* connect(o.address, o)
+      yield* Io.json(yield* client.call("services/schema", { name: o.operation }))
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Print an operation's spec: input/output JSON Schemas, errors, access control."))
+
+export const commands = [call, subscribe, ls, schema] as const
