@@ -130,6 +130,21 @@ describe("SqliteStore", () => {
       expect((yield* store.listPeers).map((p) => p.peer_id)).toEqual(["good", "later"])
     }))
 
+  it.scoped("a write the database refuses is a Backend error without SQL text; the previous index keeps serving", () =>
+    Effect.gen(function*() {
+      const filename = yield* freshFile
+      const store = yield* Effect.provide(IdentityStore, yield* Layer.build(SqliteStore.layer({ filename })))
+      yield* store.putPeer(peer({ peer_id: "before", fingerprints: [ed25519(1)] }))
+      const sql = yield* Effect.provide(SqliteClient.SqliteClient, yield* Layer.build(rawClient(filename)))
+      yield* sql`CREATE TRIGGER refuse BEFORE INSERT ON peers BEGIN SELECT RAISE(ABORT, 'refused by policy'); END`
+      const error = yield* Effect.flip(store.putPeer(peer({ peer_id: "after", fingerprints: [ed25519(2)] })))
+      expect(error.reason).toBe("Backend")
+      expect(error.message).toBe("sqlite: put peer failed (SQLITE_CONSTRAINT_TRIGGER)")
+      expect(idOf(yield* store.resolveFingerprint(ed25519(1)))).toBe("before")
+      expect(idOf(yield* store.resolveFingerprint(ed25519(2)))).toBeUndefined()
+      expect((yield* store.listPeers).map((p) => p.peer_id)).toEqual(["before"])
+    }))
+
   it.scopedLive("a peer written by another process resolves here without a restart", () =>
     Effect.gen(function*() {
       const filename = yield* freshFile
