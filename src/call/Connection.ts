@@ -34,6 +34,8 @@ import type { CallTransport, Exchange } from "./Transport.js"
 export interface Options {
   /** The operations this side serves (default: only the discovery operations). */
   readonly source?: OperationSource
+  /** Extend every handler's `ctx.env` (the peer graph's seam; see `Dispatcher.Options.extendEnv`). */
+  readonly extendEnv?: Dispatcher.Options["extendEnv"]
   /** The connection's identity, evaluated per request (default: none). */
   readonly identity?: Option.Option<Identity> | Effect.Effect<Option.Option<Identity>>
   /** Resolve a request's bearer token (default: tokens are ignored). */
@@ -138,7 +140,8 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
   Effect.gen(function*() {
     const dispatcher = yield* Dispatcher.make({
       source: options.source ?? emptySource,
-      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
+      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout }),
+      ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv })
     })
     const deadlines = yield* Deadlines.make
     const requests = yield* FiberMap.make<string, void, never>()

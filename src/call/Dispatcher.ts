@@ -22,7 +22,7 @@ import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { Identity } from "../schema/Identity.js"
 import * as Operation from "../services/Operation.js"
-import type { HandlerRegistration, InvokeOptions, OperationContext } from "../services/Operation.js"
+import type { HandlerRegistration, InvokeOptions, OperationContext, OperationEnv } from "../services/Operation.js"
 
 /** Where operation names resolve. */
 export interface OperationSource {
@@ -64,19 +64,24 @@ export interface Dispatcher {
   readonly source: OperationSource
   /** SPEC §5 steps 4–9 for a root call. */
   readonly prepare: (request: RootRequest, path: DispatchPath) => Effect.Effect<Prepared, CallError.CallError>
-  /** `ctx.env.invoke`: a composed call by name, resolved through `source`. */
+  /** `ctx.env.invoke`: a composed call by name, resolved through `from` (default: `source`). */
   readonly invokeChild: (
     parent: OperationContext,
     name: string,
     input: unknown,
-    options?: InvokeOptions
+    options?: InvokeOptions,
+    from?: OperationSource
   ) => Effect.Effect<unknown, CallError.CallError>
-  /** A composed call of an already-resolved registration (for overlays that route names themselves). */
+  /**
+   * A composed call of an already-resolved registration, for overlays that route names themselves (a session overlay,
+   * `invokePeer`). The child's own `ctx.env` resolves through `from` (default: `source`).
+   */
   readonly invokeRegistration: (
     parent: OperationContext,
     registration: HandlerRegistration,
     input: unknown,
-    options?: InvokeOptions
+    options?: InvokeOptions,
+    from?: OperationSource
   ) => Effect.Effect<unknown, CallError.CallError>
   /** Handlers running now (root and composed). */
   readonly running: () => number
@@ -88,6 +93,11 @@ export interface Options {
   readonly source: OperationSource
   /** Deadline of a root query/mutation (default 30 s). Subscriptions have none unless the request sets one. */
   readonly defaultTimeout?: Duration.DurationInput
+  /**
+   * Extend every context's env (the seam for the peer graph: e.g. add `invokePeer`). Called once per call with the
+   * context and its base env, which resolves names through the source the call was made from.
+   */
+  readonly extendEnv?: (ctx: OperationContext, env: OperationEnv) => OperationEnv
 }
 
 /** The mark an abort leaves on a call node; children check their ancestors before starting. */
@@ -172,16 +182,21 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
 
     const makeContext = (
       fields: Omit<OperationContext, "env" | "metadata">,
-      node: AbortNode
+      node: AbortNode,
+      from: OperationSource
     ): OperationContext => {
+      let env: OperationEnv = {
+        invoke: (name: string, input: unknown, invokeOptions?: InvokeOptions) =>
+          invokeChild(ctx, name, input, invokeOptions, from)
+      }
       const ctx: OperationContext = Object.freeze({
         ...fields,
         metadata: new Map<string, unknown>(),
-        env: Object.freeze({
-          invoke: (name: string, input: unknown, invokeOptions?: InvokeOptions) =>
-            invokeChild(ctx, name, input, invokeOptions)
-        })
+        get env() {
+          return env
+        }
       })
+      env = Object.freeze(options.extendEnv === undefined ? env : options.extendEnv(ctx, env))
       abortNodes.set(ctx, node)
       return ctx
     }
@@ -255,7 +270,7 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
           abortPolicy: "AbortDependents",
           deadline,
           internal: false
-        }, node)
+        }, node, source)
         if (!streaming) {
           const handler = runUnary(registration, decoded.right, ctx, node)
           return { _tag: "Unary", run: withDeadline(handler, deadline), handler, deadline }
@@ -300,21 +315,23 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
       parent: OperationContext,
       rawName: string,
       input: unknown,
-      invokeOptions?: InvokeOptions
+      invokeOptions?: InvokeOptions,
+      from: OperationSource = source
     ): Effect.Effect<unknown, CallError.CallError> => {
       const name = Operation.normalizeName(rawName)
       // The scoped env bounds reachability: outside it, the operation does not exist for this handler.
       if (!parent.scopedEnv.allows(name)) return Effect.fail(CallError.notFound(name))
-      const registration = source.lookup(name)
+      const registration = from.lookup(name)
       if (registration === undefined) return Effect.fail(CallError.notFound(name))
-      return invokeRegistration(parent, registration, input, invokeOptions)
+      return invokeRegistration(parent, registration, input, invokeOptions, from)
     }
 
     const invokeRegistration = (
       parent: OperationContext,
       registration: HandlerRegistration,
       input: unknown,
-      invokeOptions?: InvokeOptions
+      invokeOptions?: InvokeOptions,
+      from: OperationSource = source
     ): Effect.Effect<unknown, CallError.CallError> => {
       const name = registration.spec.name
       if (registration.spec.opType === "subscription") {
@@ -345,7 +362,7 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
         abortPolicy,
         deadline: parent.deadline,
         internal: true
-      }, node)
+      }, node, from)
       const child = runUnary(registration, decoded.right, ctx, node)
       // Inline, the child is interrupted with its parent; the deadline timer of the fiber it runs in (the root's, or
       // a detached ancestor's) covers it.

@@ -1,6 +1,7 @@
 /** SPEC §7: composition through `ctx.env.invoke` and the privilege model, over the in-memory wire. */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Option, Redacted, Ref, Schema, Stream } from "effect"
+import { Deferred, Effect, Option, Redacted, Ref, Schema, Stream } from "effect"
+import type * as Connection from "../../src/call/Connection.js"
 import type * as CallError from "../../src/errors/CallError.js"
 import * as Operation from "../../src/services/Operation.js"
 import { makePair, who } from "./harness.js"
@@ -254,6 +255,74 @@ describe("composition and privilege (SPEC §7)", () => {
       }).with({ env: ["math/add"] })
       const { client, expectIdle } = yield* makePair([add, twice])
       expect(yield* client.call("math/twice", { n: 21 })).toBe(42)
+      yield* expectIdle
+    }))
+})
+
+describe("overlay seams (for the peer graph and session overlays)", () => {
+  it.scoped("extendEnv adds to every context's env, roots and children alike", () =>
+    Effect.gen(function*() {
+      const shout = Operation.query({
+        name: "ov/shout",
+        visibility: "internal",
+        input: Schema.Unknown,
+        output: Schema.String,
+        handler: (_, ctx) => Effect.succeed((ctx.env as { tag?: string }).tag ?? "no tag")
+      })
+      const top = Operation.query({
+        name: "ov/top",
+        input: Schema.Unknown,
+        output: Schema.Array(Schema.String),
+        handler: (_, ctx) =>
+          Effect.map(ctx.env.invoke("ov/shout", null), (child) => [(ctx.env as { tag?: string }).tag ?? "", child as string])
+      }).with({ env: ["ov/shout"] })
+      const { client, expectIdle } = yield* makePair([shout, top], {
+        server: { extendEnv: (ctx, env) => ({ ...env, tag: `env of ${ctx.operation}` }) }
+      })
+      expect(yield* client.call("ov/top", null)).toEqual(["env of ov/top", "env of ov/shout"])
+      yield* expectIdle
+    }))
+
+  it.scoped("invokeRegistration runs an overlay's registration with the same privilege rules, its env resolving through the overlay", () =>
+    Effect.gen(function*() {
+      const leafSeen = yield* Ref.make<Seen | undefined>(undefined)
+      // a "session" operation that exists only in the overlay, and composes a name only the overlay knows
+      const sessionLeaf = Operation.query({
+        name: "session/leaf",
+        input: Schema.Unknown,
+        output: Schema.Null,
+        access: { requiredScopes: ["session"] },
+        handler: (_, ctx) => Effect.as(Ref.set(leafSeen, describeContext(ctx)), null)
+      }).with({ provenance: "Session" })
+      const sessionOp = Operation.query({
+        name: "session/op",
+        input: Schema.Unknown,
+        output: Schema.Null,
+        handler: (_, ctx) => Effect.as(ctx.env.invoke("session/leaf", null), null)
+      }).with({
+        provenance: "Session",
+        authority: Operation.authority("session-authority", { scopes: ["session"] }),
+        env: ["session/leaf"]
+      })
+      const overlay = {
+        lookup: (name: string) => name === "session/op" ? sessionOp : name === "session/leaf" ? sessionLeaf : undefined,
+        list: () => [sessionOp, sessionLeaf]
+      }
+      const opener = Operation.query({
+        name: "ov/opener",
+        input: Schema.Unknown,
+        output: Schema.Null,
+        handler: (_, ctx) =>
+          Effect.flatMap(Deferred.await(serverSide), (server) =>
+            Effect.as(server.dispatcher.invokeRegistration(ctx, sessionOp, null, undefined, overlay), null))
+      })
+      const serverSide = yield* Deferred.make<Connection.Connection>()
+      const { client, expectIdle, server } = yield* makePair([opener])
+      yield* Deferred.succeed(serverSide, server)
+      yield* client.call("ov/opener", null)
+      expect(yield* Ref.get(leafSeen)).toMatchObject({ identity: "session-authority", internal: true })
+      // the overlay's operations are not reachable from the wire
+      expect((yield* Effect.flip(client.call("session/op", null))).code).toBe("NOT_FOUND")
       yield* expectIdle
     }))
 })
