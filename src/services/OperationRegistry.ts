@@ -97,11 +97,10 @@ export const make = (
       registrations: all,
       lookup: (name) => Option.fromNullable(source.lookup(name)),
       source,
-      invoke: (name, input, callOptions) =>
-        Effect.flatMap(
-          dispatcher.prepare(request(name, input, callOptions), "unary"),
-          (prepared) => prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")
-        ),
+      invoke: Effect.fn("OperationRegistry.invoke")(function*(name, input, callOptions) {
+        const prepared = yield* dispatcher.prepare(request(name, input, callOptions), "unary")
+        return yield* prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")
+      }),
       subscribe: (name, input, callOptions) =>
         Stream.unwrap(Effect.map(
           dispatcher.prepare(request(name, input, callOptions), "streaming"),
