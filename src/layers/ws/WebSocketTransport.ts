@@ -58,6 +58,8 @@ const END: unique symbol = Symbol("end")
 /** One virtual exchange: a queue of the envelopes routed to it, and our side's state. */
 class VirtualExchange {
   readonly queue = Effect.runSync(Queue.unbounded<Item>())
+  /** Envelopes delivered and not yet taken by the engine. */
+  buffered = 0
   id: string | undefined
   ended = false
   closed = false
@@ -69,6 +71,7 @@ class VirtualExchange {
   deliver(item: Item): void {
     if (this.closed) return
     Queue.unsafeOffer(this.queue, item)
+    if (item !== END) this.buffered++
     if (item !== END && !this.paused && this.owner.isFull(this)) {
       this.paused = true
       this.owner.pause(1)
@@ -82,7 +85,8 @@ class VirtualExchange {
   }
 
   /** After the engine took an item: resume the socket if this exchange was what held it. */
-  taken(): void {
+  taken(item: Item): void {
+    if (item !== END) this.buffered--
     if (this.paused && !this.owner.isFull(this)) {
       this.paused = false
       this.owner.pause(-1)
@@ -114,7 +118,7 @@ class Demux {
   constructor(private readonly socket: WebSocket, private readonly exchangeBuffer: number) {}
 
   isFull(exchange: VirtualExchange): boolean {
-    return Effect.runSync(Queue.size(exchange.queue)) >= this.exchangeBuffer
+    return exchange.buffered >= this.exchangeBuffer
   }
 
   pause(delta: number): void {
@@ -270,7 +274,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
       receive: Stream.repeatEffectOption(
         Effect.suspend(() => (exchange.closed ? Effect.fail(Option.none()) : Queue.take(exchange.queue))).pipe(
           Effect.flatMap((item) => {
-            exchange.taken()
+            exchange.taken(item)
             if (item !== END) return Effect.succeed(item)
             return Effect.fail(exchange.failure ? Option.some(exchange.failure) : Option.none())
           })
