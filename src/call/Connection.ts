@@ -18,7 +18,7 @@
  * outbound call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
  * stops early) sends `call.aborted` for it.
  */
-import { Chunk, Clock, Deferred, Duration, Effect, Exit, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
+import { Chunk, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
@@ -97,6 +97,8 @@ export interface Connection {
 /** The pending side of an outgoing call: what to do with the envelopes correlated to it. */
 interface Pending {
   done: boolean
+  /** The exchange the call was made on (its answer normally comes back on it). */
+  exchange: Exchange | undefined
   /**
    * A unary call is settled by the shutdown directly; a subscription is not (its buffer may be full): its reader sees
    * the exchange fail when the transport closes and delivers the failure after the buffered items.
@@ -199,7 +201,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         const outputs = batch
         const id = batchId
         batch = undefined
-        steps.push(Effect.suspend(() => respond(id, outputs)))
+        steps.push(Effect.suspend(() => respond(id, outputs, exchange)))
       }
       for (const envelope of envelopes) {
         if (envelope.type === "call.responded") {
@@ -219,10 +221,22 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       return Effect.forEach(steps, (step) => step, { discard: true })
     }
 
-    const respond = (id: string, outputs: ReadonlyArray<unknown>): Effect.Effect<void> => {
+    const respond = (id: string, outputs: ReadonlyArray<unknown>, via: Exchange): Effect.Effect<void> => {
       const entry = pending.get(id)
-      return entry === undefined || entry.done ? Effect.void : entry.responded(outputs)
+      return entry === undefined || entry.done ? Effect.void : settled(entry, via, entry.responded(outputs))
     }
+
+    /**
+     * After routing to an entry: if that finished it with an envelope that came on another exchange (a peer may answer
+     * anywhere; correlation is by id), close the call's own exchange so the caller stops waiting on it.
+     */
+    const settled = (entry: Pending, via: Exchange, effect: Effect.Effect<void>): Effect.Effect<void> =>
+      Effect.zipRight(
+        effect,
+        Effect.suspend(() =>
+          entry.done && entry.exchange !== undefined && entry.exchange !== via ? entry.exchange.close : Effect.void
+        )
+      )
 
     const route = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
       switch (envelope.type) {
@@ -230,19 +244,26 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           return startRequest(envelope, exchange, state)
         case "call.aborted": {
           const fiber = FiberMap.unsafeGet(requests, envelope.id)
-          if (Option.isSome(fiber)) return Effect.asVoid(Effect.fork(FiberMap.remove(requests, envelope.id)))
+          if (Option.isSome(fiber)) {
+            // signal only: the reader goes on at once, and the request leaves the map when its fiber is done
+            return Effect.sync(() => fiber.value.unsafeInterruptAsFork(FiberId.none))
+          }
           const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done ? Effect.void : entry.failed(CallError.internal("request aborted by peer"))
+          return entry === undefined || entry.done
+            ? Effect.void
+            : settled(entry, exchange, entry.failed(CallError.internal("request aborted by peer")))
         }
         case "call.responded":
-          return respond(envelope.id, [envelope.payload.output ?? null])
+          return respond(envelope.id, [envelope.payload.output ?? null], exchange)
         case "call.error": {
           const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done ? Effect.void : entry.failed(CallError.fromPayload(envelope.payload))
+          return entry === undefined || entry.done
+            ? Effect.void
+            : settled(entry, exchange, entry.failed(CallError.fromPayload(envelope.payload)))
         }
         case "call.completed": {
           const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done ? Effect.void : entry.completed()
+          return entry === undefined || entry.done ? Effect.void : settled(entry, exchange, entry.completed())
         }
         default:
           return Effect.void
@@ -446,6 +467,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       Effect.suspend(() => {
         if (closed) return Effect.fail(closedError())
         return Effect.map(Effect.mapError(transport.open, closedError), (exchange) => {
+          entry.exchange = exchange
           pending.set(id, entry)
           return exchange
         })
@@ -478,6 +500,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         const result = Deferred.unsafeMake<unknown, CallError.CallError>(undefined as never)
         const entry: Pending = {
           done: false,
+          exchange: undefined,
           unary: true,
           responded: (outputs) => settle(Deferred.succeed(result, outputs[0])),
           failed: (error) => settle(Deferred.fail(result, error)),
@@ -515,6 +538,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         )
         const entry: Pending = {
           done: false,
+          exchange: undefined,
           unary: false,
           responded: (outputs) => Queue.offer(items, Take.chunk(Chunk.unsafeFromArray(outputs as Array<unknown>))),
           failed: (error) => finish(Take.fail(error)),

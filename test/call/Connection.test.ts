@@ -227,4 +227,28 @@ describe("connection against a raw peer", () => {
       expect(yield* client.call("any/op", null)).toBe("answer")
       expect(yield* client.stats).toMatchObject({ pending: 0 })
     }))
+
+  it.scoped("an answer that arrives on another exchange is correlated by id and ends the call", () =>
+    Effect.gen(function*() {
+      const [mine, theirs] = yield* InMemoryTransport.makePair()
+      const client = yield* Connection.make(mine)
+      // a peer that answers every request on a new exchange of its own, and never touches the request's exchange
+      yield* theirs.accept.pipe(
+        Stream.runForEach((exchange) =>
+          Effect.fork(
+            Stream.runForEach(exchange.receive, (env) =>
+              env.type === "call.requested"
+                ? Effect.flatMap(Effect.orDie(theirs.open), (other) =>
+                  Effect.zipRight(
+                    other.send({ type: "call.responded", id: env.id, payload: { output: "elsewhere" } }),
+                    other.end
+                  ))
+                : Effect.void)
+          )
+        ),
+        Effect.forkScoped
+      )
+      expect(yield* client.call("any/op", null)).toBe("elsewhere")
+      expect(yield* client.stats).toMatchObject({ pending: 0 })
+    }))
 })
