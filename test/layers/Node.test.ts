@@ -95,4 +95,30 @@ describe("Node", () => {
       expect(missing.reason).toBe("Home")
       expect(missing.message).toContain("alknet init")
     }).pipe(Effect.scoped))
+
+  it.live("rate limits from the live config: connections per IP, failed token attempts per connection", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      const ws = node.transports.find((t) => t.kind === "wss")!
+      const connect = CallClient.connect(ws.address, { expectedFingerprint: node.fingerprint })
+      const first = yield* connect
+      expect(yield* first.call("node/ping", {})).toMatchObject({ pong: true })
+      // A second connection from 127.0.0.1 is over max_connections_per_ip = 1: refused, closed at once.
+      const second = yield* connect
+      yield* second.closed.pipe(Effect.timeout("5 seconds"))
+      const refused = yield* Effect.flip(second.call("node/ping", {}))
+      expect(refused.message).toBe("connection closed")
+      // The first keeps working; after max_auth_attempts = 2 bad tokens it is closed.
+      const bad = { authToken: Redacted.make("alk_not-a-real-token") }
+      expect(yield* first.call("node/whoami", {}, bad)).toEqual({ identity: null })
+      yield* Effect.flip(first.call("node/whoami", {}, bad))
+      yield* first.closed.pipe(Effect.timeout("5 seconds"))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Node.layerMemory({
+        mnemonic: MNEMONIC,
+        webSocket: { host: "127.0.0.1", port: 0 },
+        config: { rate_limits: { max_connections_per_ip: 1, max_auth_attempts: 2 } }
+      }))
+    ))
 })
