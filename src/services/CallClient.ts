@@ -72,6 +72,8 @@ export interface Credentials {
 export interface ConnectOptions {
   /** Operations we serve to the remote over this connection (default: discovery only). */
   readonly source?: OperationSource
+  /** Extend the `ctx.env` of handlers serving the remote (the peer graph's routing; see `Dispatcher.Options`). */
+  readonly extendEnv?: Connection.Options["extendEnv"]
   /** Resolves the remote's fingerprint and tokens, for calls the remote makes to us. */
   readonly authenticator?: Authenticator
   /** Default deadline of calls the remote makes to us (default 30 s). */
@@ -138,6 +140,7 @@ export const connect = (
       identity,
       ...compact({
         source: options.source,
+        extendEnv: options.extendEnv,
         resolveToken: authenticator?.resolveToken,
         defaultTimeout: options.defaultTimeout,
         authToken: credentials.token

@@ -59,6 +59,8 @@ export interface ServeOptions {
    * A failure refuses the connection: it is logged and closed.
    */
   readonly admit?: (info: ConnectionInfo) => Effect.Effect<void, { readonly message: string }, Scope.Scope>
+  /** Extend every handler's `ctx.env` (the peer graph adds its routing and `invokePeer`; see `Dispatcher.Options`). */
+  readonly extendEnv?: Connection.Options["extendEnv"]
   /** Runs alongside the served connection (e.g. to import the peer's operations or call it back). */
   readonly onConnection?: (connection: Connection.Connection, info: ConnectionInfo) => Effect.Effect<void, never, Scope.Scope>
 }
@@ -95,7 +97,8 @@ export const serve = (
       identity,
       ...(authenticator === undefined ? {} : { resolveToken: authenticator.resolveToken }),
       ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts }),
-      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
+      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout }),
+      ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv })
     })
     if (options.onConnection !== undefined) yield* Effect.forkScoped(options.onConnection(connection, info))
     yield* connection.closed
