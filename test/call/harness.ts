@@ -1,6 +1,6 @@
 /** Shared test harness: two connections over the in-memory transport, and the leak check run after each scenario. */
 import { expect } from "@effect/vitest"
-import { Chunk, Effect, Option, Scope, Stream } from "effect"
+import { Chunk, Effect, Option, Scope, Stream, Supervisor, TestClock } from "effect"
 import type { TransportError } from "../../src/errors/TransportError.js"
 import type { EventEnvelope } from "../../src/schema/Envelope.js"
 import * as Connection from "../../src/call/Connection.js"
@@ -33,16 +33,37 @@ export const makePair = (
     const registry = yield* Effect.orDie(OperationRegistry.make(registrations))
     const clientRegistry = yield* Effect.orDie(OperationRegistry.make(options.clientRegistrations ?? []))
     const transports = yield* InMemoryTransport.makePair(options.transport)
-    const server = yield* Connection.make(transports[0], { source: registry.source, ...options.server })
-    const client = yield* Connection.make(transports[1], { source: clientRegistry.source, ...options.client })
+    // Every fiber the engine forks (readers, requests, detached children, timers) is tracked from here on.
+    const supervisor = yield* Supervisor.track
+    const server = yield* Effect.supervised(
+      Connection.make(transports[0], { source: registry.source, ...options.server }),
+      supervisor
+    )
+    const client = yield* Effect.supervised(
+      Connection.make(transports[1], { source: clientRegistry.source, ...options.client }),
+      supervisor
+    )
+    const liveFibers = Effect.map(
+      supervisor.value,
+      (fibers) => fibers.filter((fiber) => fiber.unsafePoll() === null).length
+    )
+    for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+    const perConnection = (yield* liveFibers) / 2
     const idle = Effect.gen(function*() {
-      // Let finalizers that were forked (exchange closes, interruptions) settle.
+      // Let finalizers that were forked (exchange closes, interruptions) settle, and let the deadline timers reach
+      // the (cancelled) deadlines they sleep until, after which they end.
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      yield* TestClock.adjust("1 hour")
       for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
       for (const connection of [server, client]) {
         expect(yield* connection.stats).toEqual({ requests: 0, pending: 0, exchanges: 0, handlers: 0, detached: 0 })
       }
       expect(transports[0].liveExchanges()).toBe(0)
       expect(transports[1].liveExchanges()).toBe(0)
+      // What stays alive is what lives as long as a connection (its accept loop), as counted when the pair was made.
+      // A closed connection has nothing left.
+      const open = [server, client].filter((connection) => !connection.isClosed()).length
+      expect(yield* liveFibers).toBe(perConnection * open)
     })
     return { server, client, transports, expectIdle: idle }
   })
