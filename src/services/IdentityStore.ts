@@ -1,7 +1,9 @@
 /**
  * The write side of identity (SPEC §13): peers and API keys. It extends {@link IdentityProvider.Service}: a write
  * made through a store is visible to the very next `resolve*` on it (the write returns after the new index is in
- * place). A failed write changes nothing and the previous index keeps serving.
+ * place). A failed write changes nothing and the previous index keeps serving. (One SQLite case says so in its
+ * message: the statement committed, but another writer left a row that does not decode, so the index stays as it
+ * was until that row is fixed.)
  *
  * Backends: {@link layerMemory} (here) and SQLite (`layers/sqlite`). Both layers provide `IdentityStore` and
  * `IdentityProvider` from the same object. A config-file node has no store: the file is its write path.

@@ -192,18 +192,23 @@ export const make = Effect.gen(function*() {
 
   yield* reloadLocked
 
-  // Writes: the statement, then a reload, under the lock — so snapshots are swapped in commit order.
+  // Writes: the statement, then a reload, under the lock — so snapshots are swapped in commit order. A reload that
+  // fails after a committed statement (another writer left a row that does not decode) says so.
+  const reloadAfter = (operation: string) =>
+    Effect.mapError(reloadLocked, (error) =>
+      new StoreError({
+        reason: error.reason,
+        message: `${operation}: committed, but the index keeps its previous state: ${error.message}`
+      }))
   const write = <A>(operation: string, statement: Effect.Effect<A, SqlError>) =>
-    lock.withPermits(1)(
-      Effect.zipLeft(Effect.mapError(statement, backend(operation)), reloadLocked)
-    )
+    lock.withPermits(1)(Effect.zipLeft(Effect.mapError(statement, backend(operation)), reloadAfter(operation)))
   const changes = (result: unknown): number => (result as { readonly changes?: number } | undefined)?.changes ?? 0
   /** A write that must touch a row; `NotFound` (and nothing reloaded) otherwise. */
   const writeExisting = (operation: string, statement: Effect.Effect<unknown, SqlError>, missing: StoreError) =>
     lock.withPermits(1)(
       Effect.mapError(statement, backend(operation)).pipe(
         Effect.filterOrFail((result) => changes(result) > 0, () => missing),
-        Effect.zipRight(reloadLocked)
+        Effect.zipRight(reloadAfter(operation))
       )
     )
   const encode = <A, I>(schema: Schema.Schema<A, I>, what: string, value: A) =>
@@ -259,7 +264,9 @@ export const make = Effect.gen(function*() {
         lock.withPermits(1)(
           sql`INSERT INTO api_keys ${sql.insert(row)} ON CONFLICT (prefix) DO NOTHING`.raw.pipe(
             Effect.mapError(backend("create api key")),
-            Effect.flatMap((result) => changes(result) > 0 ? Effect.as(reloadLocked, true) : Effect.succeed(false))
+            Effect.flatMap((result) =>
+              changes(result) > 0 ? Effect.as(reloadAfter("create api key"), true) : Effect.succeed(false)
+            )
           )
         ))
     ),

@@ -124,10 +124,15 @@ describe("SqliteStore", () => {
       expect(line).toContain("fingerprints[0]")
       expect(idOf(yield* store.resolveFingerprint(ed25519(1)))).toBe("good")
       expect(idOf(yield* store.resolveFingerprint(ed25519(2)))).toBeUndefined()
+      // A write here commits, but says that the index could not follow.
+      const stale = yield* Effect.flip(store.putPeer(peer({ peer_id: "mine", fingerprints: [ed25519(3)] })))
+      expect(stale.reason).toBe("Serialization")
+      expect(stale.message).toContain(`put peer: committed, but the index keeps its previous state: peers row "bad"`)
+      expect(idOf(yield* store.resolveFingerprint(ed25519(3)))).toBeUndefined()
       // Once the bad row is fixed, everything committed meanwhile appears.
       yield* sql`DELETE FROM peers WHERE peer_id = 'bad'`
       yield* eventually(Effect.map(store.resolveFingerprint(ed25519(2)), Option.isSome))
-      expect((yield* store.listPeers).map((p) => p.peer_id)).toEqual(["good", "later"])
+      expect((yield* store.listPeers).map((p) => p.peer_id)).toEqual(["good", "later", "mine"])
     }))
 
   it.scoped("a write the database refuses is a Backend error without SQL text; the previous index keeps serving", () =>
