@@ -26,8 +26,8 @@ export const fromRef = (staticConfig: StaticConfig, ref: SubscriptionRef.Subscri
 })
 
 /**
- * Fixed configuration, from the same JSON shape as the config file (`{}` gives every default). Fails to build with
- * the decode error if the input is invalid.
+ * Fixed configuration, from the same JSON shape as the config file (`{}` gives every default). Invalid input is a
+ * bug in the calling code: the layer dies with the decode error.
  */
 export const layerStatic = (config: typeof Config.Encoded = {}): Layer.Layer<NodeConfig> =>
   Layer.effect(
