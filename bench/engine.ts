@@ -20,7 +20,7 @@ import * as OperationRegistry from "../src/services/OperationRegistry.js"
 const quick = process.argv.includes("--quick")
 const UNARY = quick ? 1_000 : 4_000
 const STREAM = quick ? 20_000 : 100_000
-const ROUNDS = quick ? 3 : 5
+const ROUNDS = quick ? 3 : 7
 const input = { n: 1, s: "x".repeat(100) }
 
 const Echo = Schema.Struct({ n: Schema.Number, s: Schema.String })
@@ -39,7 +39,7 @@ const bare = Effect.gen(function*() {
     Stream.runForEach((exchange) =>
       Effect.fork(
         exchange.receive.pipe(
-          Stream.runForEach((env) => {
+          Stream.mapEffect((env) => {
             if (env.payload.operationId === "/bench/ticker") {
               const count = (env.payload.input as { count: number }).count
               return Effect.zipRight(
@@ -53,6 +53,9 @@ const bare = Effect.gen(function*() {
             }
             return exchange.send({ type: "call.responded", id: env.id, payload: { output: env.payload.input } })
           }),
+          // answered: finish the exchange at once, as the engine does (one call per exchange)
+          Stream.take(1),
+          Stream.runDrain,
           Effect.ignore,
           Effect.ensuring(Effect.zipRight(exchange.end, exchange.close))
         )
