@@ -18,7 +18,7 @@
  * outbound call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
  * stops early) sends `call.aborted` for it.
  */
-import { Chunk, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
+import { Cause, Chunk, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
@@ -411,7 +411,15 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       state.ids.add(id)
       state.served = true
       const request = handleRequest(envelope, exchange).pipe(
-        Effect.catchAll(() => Effect.void), // the caller is gone: nothing to answer
+        Effect.catchAllCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
+          if (Option.isSome(Cause.failureOption(cause))) return Effect.void // a transport error: the caller is gone
+          // a defect outside any handler (an identity hook, a source): answer INTERNAL, log the rest here
+          return Effect.zipRight(
+            Effect.logError(`request ${id} failed with a defect`, cause),
+            Effect.ignore(sendError(exchange, id, CallError.internal("internal error")))
+          )
+        }),
         Effect.ensuring(Effect.suspend(() => {
           state.ids.delete(id)
           // One call per exchange (SPEC §4): after the last answer, finish it (a WebSocket exchange has no FIN to wait

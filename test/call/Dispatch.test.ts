@@ -253,6 +253,17 @@ describe("dispatch (SPEC §5)", () => {
       yield* expectIdle
     }))
 
+  it.scoped("a defect in an identity hook answers INTERNAL without details, and the connection keeps serving", () =>
+    Effect.gen(function*() {
+      const { client, expectIdle } = yield* makePair(ops, {
+        server: { resolveToken: () => Effect.die(new Error("token store exploded: /var/secret")) }
+      })
+      const error = yield* Effect.flip(client.call("test/null", null, { authToken: Redacted.make("alk_x") }))
+      expect(error.toPayload()).toEqual({ code: "INTERNAL", message: "internal error", retryable: false })
+      expect(yield* client.call("test/null", null)).toBe("got null")
+      yield* expectIdle
+    }).pipe(Effect.provide(quietLogger)))
+
   it.scoped("forwarded_for reaches the handler, grants nothing, and a malformed one is ignored", () =>
     Effect.gen(function*() {
       const { client, expectIdle, transports } = yield* makePair(ops, { server: { identity: who("peer-1", []) } })
