@@ -1,66 +1,85 @@
 #!/usr/bin/env node
 // The `alknet` command. It runs the TypeScript sources in src/ directly: no build step.
 //
-// How: src/cli/main.ts and the packages it uses are bundled by esbuild (the compiler tsx uses) into one file under
-// node_modules/.cache/alknet/, named by a stamp of src/ (every file's path, size and mtime) and of this file: an edit rebuilds it
-// (about a second), an unchanged tree reuses it. Packages with native code stay external. Why not tsx's loader hooks:
-// they pass each of the ~800 modules a command loads through a worker thread — 5 s of CPU per command instead of 1.
-// They remain the fallback when the cache cannot be written.
+// How: src/cli/main.ts and the packages it uses are bundled by esbuild (the compiler tsx uses) into
+// node_modules/.cache/alknet/cli-<stamp>/, where the stamp covers every file under src/ (path, size, mtime) and this
+// file: an edit rebuilds it (a second or two, once), an unchanged tree reuses it. Packages with native code stay
+// external; each command loads only its own chunks (`peer list` never loads QUIC). Why not tsx's loader hooks: they
+// pass each of the ~800 modules a command loads through a worker thread, 5 s of CPU per command instead of under 1.
+// They remain the fallback when the cache cannot be built.
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+const self = fileURLToPath(import.meta.url)
+const root = path.resolve(path.dirname(self), "..")
 const entry = path.join(root, "src", "cli", "main.ts")
 
-/** Every file's path, size and mtime under `dir`, and this script's (whose build options shape the bundle). */
-const stampOf = (dir) => {
+const stamp = () => {
   const hash = createHash("sha256")
-  const self = fs.statSync(fileURLToPath(import.meta.url))
-  hash.update(`${self.size}\0${self.mtimeMs}\n`)
-  const walk = (d) => {
-    for (const name of fs.readdirSync(d).sort()) {
-      const file = path.join(d, name)
-      const stat = fs.statSync(file)
-      if (stat.isDirectory()) walk(file)
-      else hash.update(`${path.relative(dir, file)}\0${stat.size}\0${stat.mtimeMs}\n`)
-    }
+  const add = (file, name) => {
+    const stat = fs.statSync(file)
+    if (stat.isDirectory()) for (const child of fs.readdirSync(file).sort()) add(path.join(file, child), `${name}/${child}`)
+    else hash.update(`${name}\0${stat.size}\0${stat.mtimeMs}\n`)
   }
-  walk(dir)
+  add(self, "bin")
+  add(path.join(root, "src"), "src")
   return hash.digest("hex").slice(0, 16)
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
 const bundled = async () => {
   const cache = path.join(root, "node_modules", ".cache", "alknet")
-  const file = path.join(cache, `cli-${stampOf(path.join(root, "src"))}.mjs`)
-  if (fs.existsSync(file)) return file
-  const { build } = await import("esbuild")
+  const name = `cli-${stamp()}`
+  const dir = path.join(cache, name)
+  const main = path.join(dir, "main.js")
+  if (fs.existsSync(main)) return main
   fs.mkdirSync(cache, { recursive: true })
-  const temp = `${file}.${process.pid}.tmp`
-  await build({
-    entryPoints: [entry],
-    outfile: temp,
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    // Native addons (and what they share with our code) load from node_modules.
-    external: ["@matrixai/quic", "@matrixai/logger", "better-sqlite3"],
-    // Bundled CommonJS packages require Node's built-ins.
-    banner: { js: "import { createRequire as __alknetRequire } from \"node:module\"; const require = __alknetRequire(import.meta.url);" },
-    sourcemap: "linked",
-    sourcesContent: false,
-    logLevel: "error"
-  })
-  // esbuild names the map after the temporary file: point the bundle at the final one.
-  fs.renameSync(`${temp}.map`, `${file}.map`)
-  fs.writeFileSync(temp, fs.readFileSync(temp, "utf8").replace(/sourceMappingURL=.*$/m, `sourceMappingURL=${path.basename(file)}.map`))
-  fs.renameSync(temp, file) // atomic: a concurrent run sees the old state or the whole new file
-  for (const old of fs.readdirSync(cache)) {
-    if (old.startsWith("cli-") && !old.startsWith(path.basename(file))) fs.rmSync(path.join(cache, old), { force: true })
+  // One build at a time: others wait for it (several commands started at once on a fresh tree).
+  const lock = path.join(cache, `${name}.lock`)
+  let locked = false
+  try {
+    fs.closeSync(fs.openSync(lock, "wx"))
+    locked = true
+  } catch {
+    // A lock older than a minute is left over from a build that died: build without it.
+    const age = () => Date.now() - (fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0)
+    while (age() < 60_000 && !fs.existsSync(main)) await sleep(50)
+    if (fs.existsSync(main)) return main
   }
-  return file
+  try {
+    const { build } = await import("esbuild")
+    const temp = `${dir}.${process.pid}.tmp`
+    await build({
+      entryPoints: { main: entry },
+      outdir: temp,
+      bundle: true,
+      splitting: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      // Native addons (and what they share with our code) load from node_modules.
+      external: ["@matrixai/quic", "@matrixai/logger", "better-sqlite3"],
+      // Bundled CommonJS packages require Node's built-ins.
+      banner: { js: 'import { createRequire as __alknetRequire } from "node:module"; const require = __alknetRequire(import.meta.url);' },
+      sourcemap: "linked",
+      sourcesContent: false,
+      logLevel: "error"
+    })
+    try {
+      fs.renameSync(temp, dir) // atomic: a concurrent run sees no bundle or the whole of it
+    } catch {
+      fs.rmSync(temp, { recursive: true, force: true }) // another run got there first
+    }
+    for (const old of fs.readdirSync(cache)) {
+      if (old.startsWith("cli-") && !old.startsWith(name)) fs.rmSync(path.join(cache, old), { recursive: true, force: true })
+    }
+    return main
+  } finally {
+    if (locked) fs.rmSync(lock, { force: true })
+  }
 }
 
 // Stack traces (shown with --verbose) point into src/.

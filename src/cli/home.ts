@@ -1,6 +1,6 @@
 /**
  * Using a node's home from a CLI command: its config, its SQLite stores (shared with a node running on the same home,
- * which picks up every write within milliseconds), its vault, and its identity as a client.
+ * which picks up every write within milliseconds) and its vault.
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { Effect, Layer, Option } from "effect"
@@ -8,7 +8,6 @@ import type { Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
-import * as Node from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
 import * as SqliteStore from "../layers/sqlite/SqliteStore.js"
 import * as Vault from "../services/Vault.js"
@@ -38,7 +37,8 @@ export const mnemonicFromStdin = (home: string): Effect.Effect<Option.Option<Red
       : Effect.asSome(
         Io.readLine(
           `the mnemonic (${path.resolve(home)} keeps none)`,
-          `${path.resolve(home)} keeps no mnemonic: enter it (one line)`
+          `${path.resolve(home)} keeps no mnemonic: enter it (one line)`,
+          "BadMnemonic"
         )
       ))
 
@@ -52,7 +52,3 @@ export const vault = (home: string) =>
       yield* Vault.unlockFromFile(NodeHome.mnemonicPath(home)).pipe(Effect.provide(NodeFileSystem.layer))
     })
   ).pipe(Layer.provideMerge(Vault.layer))
-
-/** The TLS identity the home's node presents (its config's `tls`: by default the vault's node key). */
-export const clientIdentity = (home: string) =>
-  Effect.flatMap(config(home), (c) => Node.tlsIdentityOf(c.tls)).pipe(Effect.provide(vault(home)))

@@ -3,6 +3,7 @@
  */
 import { Effect, Redacted } from "effect"
 import { CliError } from "./errors.js"
+import type { ExitCodeName } from "./errors.js"
 
 /** A line of results on stdout. */
 export const out = (text: string) => Effect.sync(() => void process.stdout.write(`${text}\n`))
@@ -77,7 +78,11 @@ let consumed = 0
  * The next line of stdin (without its newline); fails with `what` named when stdin has no more lines. When stdin is
  * a terminal, `prompt` is shown on stderr first.
  */
-export const readLine = (what: string, prompt: string): Effect.Effect<Redacted.Redacted<string>, CliError> =>
+export const readLine = (
+  what: string,
+  prompt: string,
+  missing: ExitCodeName = "Usage"
+): Effect.Effect<Redacted.Redacted<string>, CliError> =>
   Effect.gen(function*() {
     if (process.stdin.isTTY) yield* err(prompt)
     yield* until(() => buffered.indexOf("\n", consumed) !== -1)
@@ -86,7 +91,7 @@ export const readLine = (what: string, prompt: string): Effect.Effect<Redacted.R
     const text = buffered.slice(consumed, end).replace(/\r$/, "")
     consumed = newline === -1 ? buffered.length : newline + 1
     if (text.trim() === "" && newline === -1) {
-      return yield* new CliError({ code: "Usage", message: `expected ${what} on stdin, got nothing` })
+      return yield* new CliError({ code: missing, message: `expected ${what} on stdin, got nothing` })
     }
     return Redacted.make(text)
   })

@@ -7,7 +7,7 @@
 import { Command } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel } from "effect"
-import { VERSION } from "../layers/Node.js"
+import packageJson from "../../package.json" with { type: "json" }
 import * as Credential from "./credential.js"
 import { fromExit, signalExitCode } from "./errors.js"
 import * as Init from "./init.js"
@@ -32,7 +32,7 @@ const root = Command.make("alknet").pipe(
   ])
 )
 
-const cli = Command.run(root, { name: "alknet", version: VERSION })
+const cli = Command.run(root, { name: "alknet", version: packageJson.version })
 
 /** Run the CLI on `argv` (`process.argv` shape); succeeds with the exit code. */
 export const run = (argv: ReadonlyArray<string>) => {

@@ -9,7 +9,6 @@ import { Effect, Option } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
-import * as Node from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
 import * as Demo from "./demo.js"
 import { signalEndsNormally } from "./errors.js"
@@ -68,6 +67,8 @@ export const command = Command.make(
       }
       yield* NodeHome.requireHome(home)
       const mnemonic = yield* Home.mnemonicFromStdin(home)
+      // The node (QUIC and all) loads only for this command.
+      const Node = yield* Effect.promise(() => import("../layers/Node.js"))
       const layer = Node.layer({
         home,
         ...(listenAt === undefined ? {} : { listen: listenAt }),

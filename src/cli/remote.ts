@@ -7,12 +7,10 @@
  * answers, with progress on stderr.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Config, Duration, Effect, Fiber, Option, Redacted, Schema, Stream } from "effect"
+import { Config, Effect, Option, Redacted, Schema, Stream } from "effect"
 import { compact } from "../internal/compact.js"
-import { Fingerprint } from "../schema/PeerEntry.js"
-import * as CallClient from "../services/CallClient.js"
-import { CliError, usage } from "./errors.js"
-import * as Home from "./home.js"
+import type * as Client from "./client.js"
+import { CliError } from "./errors.js"
 import * as Io from "./io.js"
 import * as Shared from "./options.js"
 
@@ -46,58 +44,9 @@ const connection = {
   )
 }
 
-interface ConnectionOptions {
-  readonly home: Option.Option<string>
-  readonly fingerprint: Option.Option<string>
-  readonly token: Option.Option<Redacted.Redacted<string>>
-  readonly connectTimeout: string
-  readonly retries: number
-}
-
-const isFingerprint = Schema.is(Fingerprint)
-
-/** Connect with the command's credentials; retry while nothing answers, saying so on stderr. */
-const connect = (target: string, o: ConnectionOptions) =>
-  Effect.gen(function*() {
-    if (Option.isSome(o.fingerprint) && !isFingerprint(o.fingerprint.value)) {
-      return yield* usage(`--fingerprint: expected ed25519:<64 hex> or SHA256:<64 hex>, got ${JSON.stringify(o.fingerprint.value)}`)
-    }
-    if (o.retries < 0) return yield* usage("--retries: expected 0 or more")
-    const connectTimeout = yield* Shared.parseDuration("--connect-timeout", o.connectTimeout)
-    const identity = Option.isSome(o.home) ? yield* Home.clientIdentity(o.home.value) : undefined
-    const credentials = compact({
-      identity,
-      token: Option.getOrUndefined(o.token),
-      expectedFingerprint: Option.getOrUndefined(o.fingerprint)
-    })
-    const attempts = o.retries + 1
-    const attempt = (n: number): ReturnType<typeof CallClient.connect> =>
-      Effect.gen(function*() {
-        // Say what is happening only when it takes a while.
-        const notice = yield* Effect.fork(
-          Effect.delay(Io.err(`connecting to ${target}${n > 1 ? ` (attempt ${n} of ${attempts})` : ""}…`), "500 millis")
-        )
-        return yield* CallClient.connect(target, credentials, { connectTimeout }).pipe(
-          Effect.ensuring(Fiber.interrupt(notice))
-        )
-      }).pipe(
-        Effect.catchIf((e) => e.reason === "Connect" && n < attempts, (e) => {
-          const wait = Duration.millis(500 * n)
-          return Io.err(`alknet: ${e.message}; retrying in ${Duration.format(wait)} (attempt ${n + 1} of ${attempts})`).pipe(
-            Effect.zipRight(Effect.sleep(wait)),
-            Effect.zipRight(attempt(n + 1))
-          )
-        })
-      )
-    return yield* attempt(1).pipe(
-      Effect.catchIf((e) => e.reason === "Untrusted", () =>
-        new CliError({
-          code: "Untrusted",
-          message: `${target} presents a key no CA vouches for (an alknet node's own key): refusing to connect ` +
-            "without --fingerprint; the node prints its fingerprint on its first line"
-        }))
-    )
-  })
+/** Connect with the command's credentials (the QUIC and WebSocket client load only for commands that connect). */
+const connect = (target: string, o: Client.ConnectionOptions) =>
+  Effect.flatMap(Effect.promise(() => import("./client.js")), (client) => client.connect(target, o))
 
 /** The input argument: JSON text, `-` for stdin, `{}` when absent. */
 const parseInput = (text: Option.Option<string>) =>

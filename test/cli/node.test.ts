@@ -1,0 +1,210 @@
+/**
+ * `alknet node` and the commands that talk to it, as a user runs them: separate processes on loopback. One node
+ * (home A, `--demo`, QUIC + WebSocket) serves the whole block; a second home B is a peer's identity. The last test
+ * stops the node with SIGTERM.
+ */
+import { expect, layer } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import * as Cli from "./cli.js"
+
+class Shared extends Context.Tag("test/cli/Shared")<Shared, {
+  readonly node: Cli.CliNode
+  readonly peer: { readonly home: string; readonly fingerprint: string }
+}>() {}
+
+const SharedLive = Layer.scoped(
+  Shared,
+  Effect.gen(function*() {
+    const dir = yield* Cli.tempDir
+    const [a, b] = yield* Effect.all([Cli.initHome(dir, "a", "--words", "12"), Cli.initHome(dir, "b")], {
+      concurrency: "unbounded"
+    })
+    // Room for the drain test on a loaded machine.
+    yield* Cli.writeConfig(a.home, { drain_timeout_ms: 15000 })
+    const node = yield* Cli.startNode(a.home, ["--ws-listen", "127.0.0.1:0", "--demo"])
+    expect(node.fingerprint).toBe(a.fingerprint)
+    return { node, peer: b }
+  })
+)
+
+const json = (text: string) => JSON.parse(text) as Record<string, any>
+const { errorLines, lastLine } = Cli
+
+layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet node (one running node)", (it) => {
+  it.effect("prints the stable first lines; ls and call node/info with the pinned fingerprint, over QUIC and wss", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      expect(node.stdout().split("\n")[0]).toBe(`alknet node ${node.fingerprint} listening ${node.quic}`)
+      expect(node.quic).toMatch(/^quic:\/\/127\.0\.0\.1:\d+$/)
+      expect(node.ws).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/)
+      const pin = ["--fingerprint", node.fingerprint]
+      const [ls, info, lsJson] = yield* Cli.runAll(
+        ["ls", node.quic, ...pin],
+        ["call", node.quic, "node/info", ...pin],
+        ["ls", node.ws!, "--json", ...pin]
+      )
+      expect(ls.code, ls.stderr).toBe(0)
+      expect(ls.stdout).toMatch(/^OPERATION\s+TYPE\n/)
+      expect(ls.stdout).toMatch(/^node\/info\s+query$/m)
+      expect(ls.stdout).toMatch(/^demo\/ticks\s+subscription$/m)
+      expect(ls.stdout).not.toMatch(/demo\/secret/) // not callable without the scope, so not listed
+
+      expect(info.code, info.stderr).toBe(0)
+      const output = json(info.stdout)
+      expect(output.fingerprint).toBe(node.fingerprint)
+      expect(output.transports).toEqual([{ kind: "quic", address: node.quic }, { kind: "wss", address: node.ws }])
+
+      expect(lsJson.code, lsJson.stderr).toBe(0)
+      expect(json(lsJson.stdout).operations).toContainEqual({ name: "node/ping", namespace: "node", op_type: "query" })
+    }))
+
+  it.effect("fails closed without --fingerprint, and on a wrong one", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      const [unpinned, wrong] = yield* Cli.runAll(
+        ["call", node.quic, "node/info"],
+        ["call", node.quic, "node/info", "--fingerprint", `ed25519:${"0".repeat(64)}`]
+      )
+      expect(unpinned.code).toBe(17)
+      expect(unpinned.stdout).toBe("")
+      expect(errorLines(unpinned.stderr)).toEqual([lastLine(unpinned.stderr)])
+      expect(lastLine(unpinned.stderr)).toMatch(/^alknet: .*refusing to connect without --fingerprint/)
+      expect(wrong.code).toBe(16)
+      expect(lastLine(wrong.stderr)).toContain(`presented ${node.fingerprint}, which is not the pinned ed25519:000`)
+    }))
+
+  it.effect("peer add from another process: the running node lets that peer call an op requiring its scope", () =>
+    Effect.gen(function*() {
+      const { node, peer } = yield* Shared
+      const asPeer = ["call", node.quic, "demo/secret", "--home", peer.home, "--fingerprint", node.fingerprint]
+      const before = yield* Cli.run(asPeer)
+      expect(before.code).toBe(21)
+      expect(lastLine(before.stderr)).toBe("FORBIDDEN: authentication required")
+
+      const added = yield* Cli.run([
+        "peer", "add", "--home", node.home, "--id", "bob", "--fingerprint", peer.fingerprint,
+        "--scope", "demo", "--resource", "fs=read", "--display-name", "Bob"
+      ])
+      expect(added.code, added.stderr).toBe(0)
+      expect(added.stdout.trim()).toBe("added peer bob (1 fingerprint; scopes: demo; resources: fs=read)")
+
+      // No restart: the node picked the store's change up.
+      const [after, again, listed] = yield* Cli.runAll(
+        asPeer,
+        ["peer", "add", "--home", node.home, "--id", "bob"],
+        ["peer", "list", "--home", node.home, "--json"]
+      )
+      expect(after.code, after.stderr).toBe(0)
+      expect(json(after.stdout)).toEqual({ secret: "the demo secret", caller: "bob" })
+      expect(again.code).toBe(11)
+      expect(lastLine(again.stderr)).toBe("alknet: peer bob already exists; change it with: alknet peer update --id bob")
+      expect(json(listed.stdout)).toEqual([{
+        peer_id: "bob",
+        fingerprints: [peer.fingerprint],
+        scopes: ["demo"],
+        resources: { fs: ["read"] },
+        display_name: "Bob",
+        enabled: true
+      }])
+    }))
+
+  it.effect("token create, then a call with the token is allowed; revoked, it is not", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      const created = yield* Cli.run(["token", "create", "--home", node.home, "--scope", "demo", "--expires", "30d"])
+      expect(created.code, created.stderr).toBe(0)
+      const token = created.stdout.trim()
+      const prefix = token.slice(0, 8)
+      expect(token).toMatch(/^alk_[A-Za-z0-9_-]{32}$/)
+      expect(created.stderr).toContain(`API key ${prefix} created (scopes: demo; expires `)
+      expect(created.stderr).not.toContain(token)
+
+      const secret = ["call", node.quic, "demo/secret", "--fingerprint", node.fingerprint]
+      const [allowed, listed] = yield* Effect.all([
+        Cli.run(secret, { env: { ALKNET_TOKEN: token } }),
+        Cli.run(["token", "list", "--home", node.home])
+      ], { concurrency: "unbounded" })
+      expect(allowed.code, allowed.stderr).toBe(0)
+      expect(json(allowed.stdout)).toEqual({ secret: "the demo secret", caller: prefix })
+      expect(listed.stdout).toMatch(new RegExp(`^api-key\\s+${prefix}\\s+demo\\s+\\d{4}-`, "m"))
+      expect(listed.stdout).not.toContain(token)
+
+      const revoked = yield* Cli.run(["token", "revoke", "--home", node.home, prefix])
+      expect(revoked.stdout.trim()).toBe(`revoked API key ${prefix}`)
+      const denied = yield* Cli.run([...secret, "--token", token])
+      expect(denied.code).toBe(21)
+    }))
+
+  it.effect("subscribe prints one JSON line per item; Ctrl-C stops it and the node's handler is interrupted", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      const pin = ["--fingerprint", node.fingerprint]
+      const counted = yield* Cli.run(["subscribe", node.quic, "demo/ticks", `{"count":3,"interval_ms":5}`, ...pin])
+      expect(counted.code, counted.stderr).toBe(0)
+      expect(counted.stdout).toBe(`{"n":0}\n{"n":1}\n{"n":2}\n`)
+
+      const started = /demo: demo\/ticks started \(([0-9a-f-]+)\)/
+      const before = node.count("stderr", started)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const sub = yield* Cli.spawnRunning(["subscribe", node.quic, "demo/ticks", `{"interval_ms":50}`, ...pin])
+        yield* sub.waitFor("stdout", /\{"n":2\}\n/)
+        const id = (yield* node.waitForNew("stderr", started, before))[1]!
+        yield* sub.signal("SIGINT")
+        expect(yield* sub.exited).toBe(130)
+        yield* node.waitFor("stderr", new RegExp(`demo: demo/ticks interrupted after \\d+ items \\(${id}\\)`))
+        expect(sub.stdout()).toMatch(/^(\{"n":\d+\}\n)+$/)
+      }))
+    }))
+
+  it.effect("schema prints the spec; bad input gets one line and its exit code", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      const pin = ["--fingerprint", node.fingerprint]
+      const [schema, badJson, unknownOp, badInput, badTimeout, timedOut] = yield* Cli.runAll(
+        ["schema", node.quic, "demo/slow", ...pin],
+        ["call", node.quic, "demo/echo", "{oops", ...pin],
+        ["call", node.quic, "nope/nothing", ...pin],
+        ["call", node.quic, "demo/slow", `{"ms":"soon"}`, ...pin],
+        ["call", node.quic, "demo/echo", "--timeout", "1x", ...pin],
+        ["call", node.quic, "demo/slow", `{"ms":60000}`, "--timeout", "200ms", ...pin]
+      )
+      expect(schema.code, schema.stderr).toBe(0)
+      expect(json(schema.stdout)).toMatchObject({ name: "demo/slow", op_type: "query", visibility: "external" })
+      const cases = [
+        [badJson, 3, /^alknet: invalid JSON input: /],
+        [unknownOp, 20, /^NOT_FOUND: operation not found: nope\/nothing$/],
+        [badInput, 22, /^INVALID_INPUT: invalid input at ms: /],
+        [badTimeout, 2, /^alknet: --timeout: expected a duration/],
+        [timedOut, 25, /^TIMEOUT: request timed out$/]
+      ] as const
+      for (const [result, code, message] of cases) {
+        expect(result.code, result.stderr).toBe(code)
+        expect(errorLines(result.stderr)).toEqual([lastLine(result.stderr)])
+        expect(lastLine(result.stderr)).toMatch(message)
+        expect(result.stdout).toBe("")
+      }
+    }))
+
+  it.effect("demo/echo answers through the node; SIGTERM drains an in-flight call, which still gets its answer", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      const pin = ["--fingerprint", node.fingerprint]
+      const echo = yield* Cli.run(["call", node.quic, "demo/echo", `{"hello":[1,2]}`, ...pin])
+      expect(json(echo.stdout)).toEqual({ echo: { hello: [1, 2] }, node: node.fingerprint })
+
+      const started = /demo: demo\/slow started \(([0-9a-f-]+)\)/
+      const before = node.count("stderr", started)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const slow = yield* Cli.spawnRunning(["call", node.quic, "demo/slow", `{"ms":1500}`, ...pin])
+        const id = (yield* node.waitForNew("stderr", started, before))[1]!
+        yield* node.signal("SIGTERM")
+        expect(yield* slow.exited).toBe(0)
+        expect(json(slow.stdout()).slept_ms).toBeGreaterThanOrEqual(1500)
+        expect(yield* node.exited).toBe(0)
+        expect(node.stderr()).toContain("alknet node: stopping: no new connections, draining open calls")
+        expect(node.stderr()).toMatch(new RegExp(`demo/slow finished after \\d+ ms \\(${id}\\)`))
+        expect(node.stderr()).not.toContain(`demo/slow interrupted (${id})`)
+        expect(node.stderr().trimEnd().endsWith("alknet node: stopped")).toBe(true)
+      }))
+    }))
+})
