@@ -6,7 +6,7 @@
  * reads. Calls routed through the graph run through its own dispatcher (`invokeRegistration`): the child gets the
  * authority switch, fresh metadata, the parent's deadline and abort policy, exactly as `ctx.env.invoke` on the base.
  */
-import { Deferred, Effect, FiberId, Layer, Schema, Stream } from "effect"
+import { Deferred, Duration, Effect, FiberId, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Dispatcher from "../call/Dispatcher.js"
 import type { OperationSource } from "../call/Dispatcher.js"
@@ -203,7 +203,8 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
     const envOf = (ctx: OperationContext): PeerEnv =>
       Object.freeze({
         invoke: (name: string, input: unknown, o?: InvokeOptions) => invoke(ctx, name, input, o),
-        invokePeer: (ref: PeerRef, name: string, input: unknown, o?: InvokeOptions) => invokePeer(ctx, ref, name, input, o)
+        invokePeer: (ref: PeerRef, name: string, input: unknown, o?: InvokeOptions) => invokePeer(ctx, ref, name, input, o),
+        openSession: (session: SessionOptions) => openSession(ctx, session)
       })
 
     const wake = (peer: PeerId) => {
@@ -270,16 +271,19 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
         let open = true
         yield* Effect.addFinalizer(() => Effect.sync(() => (open = false)))
         const outer = envOf(ctx)
+        // Session operations run under the session's authority: their access check and their `ctx.identity` use it.
+        const asSession: OperationContext = Object.freeze({ ...ctx, handlerIdentity: Option.some(session.authority) })
         return Object.freeze({
           invoke: (rawName: string, input: unknown, o?: InvokeOptions) => {
             const name = Operation.normalizeName(rawName)
             const registration = ops.get(name)
             if (registration === undefined) return outer.invoke(name, input, o)
             return open
-              ? dispatcher.invokeRegistration(ctx, registration, input, o, source)
+              ? dispatcher.invokeRegistration(asSession, registration, input, o, source)
               : Effect.fail(CallError.notFound(name))
           },
-          invokePeer: outer.invokePeer
+          invokePeer: outer.invokePeer,
+          openSession: outer.openSession
         })
       })
 
@@ -321,6 +325,22 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
           }
         }),
       openSession,
+      call: (name, input, callOptions = {}) =>
+        Effect.flatMap(
+          dispatcher.prepare({
+            requestId: crypto.randomUUID(),
+            operation: name,
+            input,
+            identity: callOptions.identity === undefined
+              ? Option.none()
+              : Option.isOption(callOptions.identity)
+              ? callOptions.identity
+              : Option.some(callOptions.identity),
+            forwardedFor: Option.fromNullable(callOptions.forwardedFor),
+            timeout: callOptions.timeout === undefined ? undefined : Duration.decode(callOptions.timeout)
+          }, "unary"),
+          (prepared) => prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")
+        ),
       running: () => dispatcher.running()
     })
   })

@@ -8,7 +8,7 @@
  *   peer fail at once with INTERNAL `peer {id} is not connected`; calls in flight when it dropped fail with INTERNAL
  *   `connection closed`. Closing the link's scope stops it.
  * - `accept(graph, { authenticator })`: the `onConnection` of a served connection: a caller that resolves to an
- *   identity is a peer (PeerId = `Identity.id`) and its operations are imported for the life of its connection.
+ *   identity and serves operations is a peer (PeerId = `Identity.id`); they are imported for its connection's life.
  * - `serveOptions(graph, options)`: `CallProtocol.ServeOptions` wired to the graph (source, env, accept).
  */
 import { Cause, Deferred, Effect, FiberId, Option, Schedule } from "effect"
@@ -138,7 +138,12 @@ export const accept = (graph: Service, options: AcceptOptions) =>
     if (Option.isNone(identity)) return
     const peerId = identity.value.id
     if (options.isPeer !== undefined && !options.isPeer(peerId)) return
-    yield* graph.attach(peerId, fromCall(connection, { label: `peer ${peerId}`, ...options.import }), { slot: SLOT }).pipe(
+    const adapter = fromCall(connection, { label: `peer ${peerId}`, ...options.import })
+    // A caller that serves nothing (a CLI, a plain client) is not a peer: no overlay for it.
+    yield* adapter.import().pipe(
+      Effect.flatMap((registrations) =>
+        registrations.length === 0 ? Effect.void : graph.add(peerId, registrations, { slot: SLOT })
+      ),
       Effect.catchAll((error) => Effect.logWarning(`peer ${peerId}: import failed: ${error.message}`))
     )
   })

@@ -26,6 +26,7 @@ import type { AdapterError } from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
 import type { OperationSummary } from "../schema/OperationSpec.js"
 import type { OperationAdapter } from "./OperationAdapter.js"
+import type { LocalCallOptions } from "./OperationRegistry.js"
 import type * as Operation from "./Operation.js"
 
 /** A peer's logical id: its `Identity.id` (`PeerEntry.peer_id`). */
@@ -51,6 +52,8 @@ export interface PeerEnv extends Operation.OperationEnv {
     input: unknown,
     options?: Operation.InvokeOptions
   ) => Effect.Effect<unknown, CallError.CallError>
+  /** Open a session overlay for the current scope (see `Service.openSession`). */
+  readonly openSession: (options: SessionOptions) => Effect.Effect<PeerEnv, never, Scope.Scope>
 }
 
 /**
@@ -68,6 +71,17 @@ export const invokePeer = (
   return env.invokePeer === undefined
     ? Effect.fail(CallError.notFound(ref._tag === "Specific" ? `${ref.id}/${name}` : name))
     : env.invokePeer(ref, name, input, options)
+}
+
+/** `ctx.env.openSession`; a defect when the handler's node has no peer graph. */
+export const openSession = (
+  ctx: Operation.OperationContext,
+  options: SessionOptions
+): Effect.Effect<PeerEnv, never, Scope.Scope> => {
+  const env = ctx.env as Partial<PeerEnv>
+  return env.openSession === undefined
+    ? Effect.dieMessage("openSession: this node has no peer graph (its env was not extended)")
+    : env.openSession(options)
 }
 
 /** A peer-pinned scoped-env entry. */
@@ -150,6 +164,11 @@ export interface Service {
     ctx: Operation.OperationContext,
     options: SessionOptions
   ) => Effect.Effect<PeerEnv, never, Scope.Scope>
+  /**
+   * A root query or mutation from in-process code, dispatched as SPEC §5 against `source` (Internal → NOT_FOUND,
+   * access control against `identity`), its handlers' env routed through the graph.
+   */
+  readonly call: (name: string, input: unknown, options?: LocalCallOptions) => Effect.Effect<unknown, CallError.CallError>
   /** Handlers running through the graph's own dispatcher (peer and session calls), for leak checks. */
   readonly running: () => number
 }
