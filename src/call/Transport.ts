@@ -20,6 +20,16 @@
  * wherever it runs (QUIC peers may send it on a new stream); `call.responded` / `call.error` / `call.completed` go
  * to the pending outbound call with that id, and unknown ids are ignored.
  *
+ * How the engine uses an exchange (one call per exchange, SPEC §4):
+ *
+ * - caller: `open` → `send(call.requested)` → read `receive` until the final answer (`call.responded` for a
+ *   query/mutation, `call.completed` or `call.error` for a subscription) → `end` → `close`. If the call is
+ *   interrupted, times out, or its consumer stops first, it sends `call.aborted` on the same exchange before `end`.
+ * - callee: reads every accepted exchange in its own fiber; each `call.requested` is served in its own fiber and
+ *   answered on that exchange; after the last answer the callee `end`s and `close`s it without waiting for the
+ *   caller's end. If `receive` fails (reset, invalid frame, connection lost) the requests of that exchange are
+ *   interrupted.
+ *
  * Contract an implementation must keep:
  *
  * 1. `receive` may be run once. It pulls from the network only when the engine pulls (so a slow consumer stops
