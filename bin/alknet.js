@@ -63,7 +63,9 @@ const bundled = async () => {
       // Native addons (and what they share with our code) load from node_modules.
       external: ["@matrixai/quic", "@matrixai/logger", "better-sqlite3"],
       // Bundled CommonJS packages require Node's built-ins.
-      banner: { js: 'import { createRequire as __alknetRequire } from "node:module"; const require = __alknetRequire(import.meta.url);' },
+      banner: {
+        js: 'import { createRequire as __alknetRequire } from "node:module"; const require = __alknetRequire(import.meta.url);'
+      },
       sourcemap: "linked",
       sourcesContent: false,
       logLevel: "error"
@@ -73,8 +75,11 @@ const bundled = async () => {
     } catch {
       fs.rmSync(temp, { recursive: true, force: true }) // another run got there first
     }
+    // Older bundles go once nothing can still be loading their chunks (a running command imports them lazily).
     for (const old of fs.readdirSync(cache)) {
-      if (old.startsWith("cli-") && !old.startsWith(name)) fs.rmSync(path.join(cache, old), { recursive: true, force: true })
+      const file = path.join(cache, old)
+      const stale = Date.now() - (fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 600_000
+      if (old.startsWith("cli-") && !old.startsWith(name) && stale) fs.rmSync(file, { recursive: true, force: true })
     }
     return main
   } finally {

@@ -31,7 +31,9 @@ const homeIdentity = (home: string) =>
 export const connect = (target: string, o: ConnectionOptions) =>
   Effect.gen(function*() {
     if (Option.isSome(o.fingerprint) && !isFingerprint(o.fingerprint.value)) {
-      return yield* usage(`--fingerprint: expected ed25519:<64 hex> or SHA256:<64 hex>, got ${JSON.stringify(o.fingerprint.value)}`)
+      return yield* usage(
+        `--fingerprint: expected ed25519:<64 hex> or SHA256:<64 hex>, got ${JSON.stringify(o.fingerprint.value)}`
+      )
     }
     if (o.retries < 0) return yield* usage("--retries: expected 0 or more")
     const connectTimeout = yield* Shared.parseDuration("--connect-timeout", o.connectTimeout)

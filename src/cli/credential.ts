@@ -20,9 +20,6 @@ const keyVersion = Options.integer("key-version").pipe(
   Options.optional
 )
 
-const withStore = <A, E>(home: string, f: (store: CredentialStore.Service) => Effect.Effect<A, E>) =>
-  Effect.flatMap(CredentialStore.CredentialStore, f).pipe(Effect.provide(Home.stores(home)))
-
 /** The store and the unlocked vault of a home. */
 const withVault = <A, E>(
   home: string,
@@ -81,14 +78,17 @@ const get = Command.make(
 const remove = Command.make(
   "delete",
   { home: Shared.home, provider },
-  (o) => withStore(o.home, (store) => store.delete(o.provider)).pipe(Effect.zipRight(Io.out(`deleted credential ${o.provider}`)))
+  (o) =>
+    Home.withCredentialStore(o.home, (store) => store.delete(o.provider)).pipe(
+      Effect.zipRight(Io.out(`deleted credential ${o.provider}`))
+    )
 ).pipe(Command.withDescription("Delete a credential."))
 
 const list = Command.make(
   "list",
   { home: Shared.home, json: Shared.json },
   (o) =>
-    withStore(o.home, (store) =>
+    Home.withCredentialStore(o.home, (store) =>
       Effect.gen(function*() {
         const names = yield* store.list
         const rows = yield* Effect.forEach(names, (name) =>
@@ -103,7 +103,10 @@ const rotate = Command.make(
   {
     home: Shared.home,
     provider,
-    to: Options.integer("to").pipe(Options.withDescription("the key version to re-encrypt to (default: the next one)"), Options.optional)
+    to: Options.integer("to").pipe(
+      Options.withDescription("the key version to re-encrypt to (default: the next one)"),
+      Options.optional
+    )
   },
   (o) =>
     withVault(o.home, (store, vault) =>

@@ -10,6 +10,8 @@ import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
 import * as NodeHome from "../layers/NodeHome.js"
 import * as SqliteStore from "../layers/sqlite/SqliteStore.js"
+import * as CredentialStore from "../services/CredentialStore.js"
+import * as IdentityStore from "../services/IdentityStore.js"
 import * as Vault from "../services/Vault.js"
 import type { CliError } from "./errors.js"
 import * as Io from "./io.js"
@@ -23,6 +25,16 @@ export const stores = (home: string) =>
   Layer.unwrapEffect(
     Effect.map(config(home), (c) => SqliteStore.layer({ filename: NodeHome.databasePath(c.data_dir) }))
   )
+
+/** Run `f` with the home's identity store (peers, API keys). */
+export const withIdentityStore = <A, E>(
+  home: string,
+  f: (store: IdentityStore.Service) => Effect.Effect<A, E, IdentityStore.IdentityStore>
+) => Effect.flatMap(IdentityStore.IdentityStore, f).pipe(Effect.provide(stores(home)))
+
+/** Run `f` with the home's credential store. */
+export const withCredentialStore = <A, E>(home: string, f: (store: CredentialStore.Service) => Effect.Effect<A, E>) =>
+  Effect.flatMap(CredentialStore.CredentialStore, f).pipe(Effect.provide(stores(home)))
 
 const exists = (file: string) => Effect.promise(() => fs.access(file).then(() => true, () => false))
 

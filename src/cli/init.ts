@@ -23,7 +23,9 @@ export interface InitOptions {
 export const initHome = (options: InitOptions, print: (line: string) => Effect.Effect<void>, json = false) =>
   Effect.gen(function*() {
     const home = path.resolve(options.home)
-    const mnemonic = options.mnemonicStdin ? Option.some(yield* Io.readLine("a mnemonic", "enter the mnemonic (one line)", "BadMnemonic")) : Option.none()
+    const mnemonic = options.mnemonicStdin
+      ? Option.some(yield* Io.readLine("a mnemonic", "enter the mnemonic (one line)", "BadMnemonic"))
+      : Option.none()
     const created = yield* NodeHome.init({
       home,
       words: options.words,

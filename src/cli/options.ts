@@ -38,6 +38,7 @@ const decodeListen = Schema.decodeUnknownEither(ListenAddress)
 /** `HOST:PORT` (IPv6 in brackets). */
 export const parseListen = (flag: string, text: string) =>
   Either.match(decodeListen(text), {
-    onLeft: () => Effect.fail(usage(`${flag}: expected HOST:PORT, e.g. 127.0.0.1:4433 or [::1]:4433, got ${JSON.stringify(text)}`)),
+    onLeft: () =>
+      Effect.fail(usage(`${flag}: expected HOST:PORT, e.g. 127.0.0.1:4433 or [::1]:4433, got ${JSON.stringify(text)}`)),
     onRight: (address) => Effect.succeed(address)
   })

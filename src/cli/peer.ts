@@ -6,7 +6,6 @@ import { Command, Options } from "@effect/cli"
 import { Effect, Either, Option, Schema } from "effect"
 import { formatError } from "../schema/Config.js"
 import { PeerEntry } from "../schema/PeerEntry.js"
-import * as IdentityStore from "../services/IdentityStore.js"
 import { CliError, usage } from "./errors.js"
 import * as Home from "./home.js"
 import * as Io from "./io.js"
@@ -57,10 +56,9 @@ const summary = (peer: PeerEntry) =>
   ].join("; ")
 
 const formatResources = (resources: PeerEntry["resources"]) =>
-  Object.entries(resources).map(([type, actions]) => actions.length === 0 ? type : actions.map((a) => `${type}=${a}`).join(",")).join(",")
-
-const withStore = <A, E>(home: string, f: (store: IdentityStore.Service) => Effect.Effect<A, E>) =>
-  Effect.flatMap(IdentityStore.IdentityStore, f).pipe(Effect.provide(Home.stores(home)))
+  Object.entries(resources)
+    .map(([type, actions]) => (actions.length === 0 ? type : actions.map((a) => `${type}=${a}`).join(",")))
+    .join(",")
 
 const add = Command.make(
   "add",
@@ -75,7 +73,7 @@ const add = Command.make(
         enabled: !o.disabled,
         ...(Option.isSome(o.displayName) ? { display_name: o.displayName.value } : {})
       })
-      yield* withStore(o.home, (store) =>
+      yield* Home.withIdentityStore(o.home, (store) =>
         Effect.gen(function*() {
           if (Option.isSome(yield* store.getPeer(peer.peer_id))) {
             return yield* new CliError({
@@ -96,7 +94,7 @@ const update = Command.make(
     Effect.gen(function*() {
       if (o.disabled && o.enabled) return yield* usage("--disabled and --enabled contradict each other")
       const granted = yield* parseResources(o.resources)
-      const peer = yield* withStore(o.home, (store) =>
+      const peer = yield* Home.withIdentityStore(o.home, (store) =>
         Effect.gen(function*() {
           const current = yield* store.getPeer(o.id)
           if (Option.isNone(current)) {
@@ -122,7 +120,7 @@ const remove = Command.make(
   "remove",
   { home: Shared.home, id },
   (o) =>
-    withStore(o.home, (store) => store.removePeer(o.id)).pipe(Effect.zipRight(Io.out(`removed peer ${o.id}`)))
+    Home.withIdentityStore(o.home, (store) => store.removePeer(o.id)).pipe(Effect.zipRight(Io.out(`removed peer ${o.id}`)))
 ).pipe(Command.withDescription("Remove a peer: its fingerprints and token resolve to nothing from now on."))
 
 const list = Command.make(
@@ -130,7 +128,7 @@ const list = Command.make(
   { home: Shared.home, json: Shared.json },
   (o) =>
     Effect.gen(function*() {
-      const peers = yield* withStore(o.home, (store) => store.listPeers)
+      const peers = yield* Home.withIdentityStore(o.home, (store) => store.listPeers)
       if (o.json) return yield* Io.json(peers.map((p) => Schema.encodeSync(PeerEntry)(p)))
       yield* Io.table(
         ["ID", "ENABLED", "SCOPES", "RESOURCES", "TOKEN", "NAME", "FINGERPRINTS"],

@@ -36,9 +36,6 @@ const parseExpiry = (text: string) =>
     return DateTime.toUtc(at)
   })
 
-const withStore = <A, E>(home: string, f: (store: IdentityStore.Service) => Effect.Effect<A, E, IdentityStore.IdentityStore>) =>
-  Effect.flatMap(IdentityStore.IdentityStore, f).pipe(Effect.provide(Home.stores(home)))
-
 const create = Command.make(
   "create",
   { home: Shared.home, scopes, expires, description, peer, json: Shared.json },
@@ -49,13 +46,13 @@ const create = Command.make(
           return yield* usage("--scope, --expires and --description are for API keys; a peer token grants the peer's own scopes")
         }
         const peerId = o.peer.value
-        const token = yield* withStore(o.home, () => IdentityStore.issuePeerToken(peerId))
+        const token = yield* Home.withIdentityStore(o.home, () => IdentityStore.issuePeerToken(peerId))
         if (o.json) return yield* Io.json({ token: Redacted.value(token), peer: peerId })
         yield* Io.out(Redacted.value(token))
         return yield* Io.err(`token for peer ${peerId} created (any previous one stops working); it is shown only this once`)
       }
       const expiresAt = Option.isSome(o.expires) ? yield* parseExpiry(o.expires.value) : undefined
-      const created = yield* withStore(o.home, (store) =>
+      const created = yield* Home.withIdentityStore(o.home, (store) =>
         store.createApiKey({
           scopes: o.scopes,
           ...(Option.isSome(o.description) ? { description: o.description.value } : {}),
@@ -86,7 +83,7 @@ const list = Command.make(
   { home: Shared.home, json: Shared.json },
   (o) =>
     Effect.gen(function*() {
-      const [keys, peers] = yield* withStore(o.home, (store) => Effect.all([store.listApiKeys, store.listPeers]))
+      const [keys, peers] = yield* Home.withIdentityStore(o.home, (store) => Effect.all([store.listApiKeys, store.listPeers]))
       const rows = [
         ...keys.map((k) => ({
           kind: "api-key" as const,
@@ -123,11 +120,11 @@ const revoke = Command.make(
       }
       if (Option.isSome(o.prefix)) {
         const key = o.prefix.value
-        yield* withStore(o.home, (store) => store.removeApiKey(key))
+        yield* Home.withIdentityStore(o.home, (store) => store.removeApiKey(key))
         return yield* Io.out(`revoked API key ${key}`)
       }
       const peerId = Option.getOrThrow(o.peer)
-      yield* withStore(o.home, (store) =>
+      yield* Home.withIdentityStore(o.home, (store) =>
         Effect.gen(function*() {
           const found = yield* store.getPeer(peerId)
           if (Option.isNone(found) || found.value.auth_token_hash === undefined) {
