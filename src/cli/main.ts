@@ -4,7 +4,7 @@
  * Results go to stdout, progress and logs to stderr. A failure prints one line (see `errors.ts`) and exits with its
  * code; `--verbose` (anywhere on the command line) adds the full cause and debug logs.
  */
-import { Command } from "@effect/cli"
+import { CliConfig, Command } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import packageJson from "../../package.json" with { type: "json" }
@@ -35,7 +35,7 @@ const root = Command.make("alknet").pipe(
 const cli = Command.run(root, { name: "alknet", version: packageJson.version })
 
 /** Run the CLI on `argv` (`process.argv` shape); succeeds with the exit code. */
-export const run = (argv: ReadonlyArray<string>) => {
+const run = (argv: ReadonlyArray<string>) => {
   const verbose = argv.includes("--verbose")
   const logger = Layer.mergeAll(
     Logger.replace(Logger.defaultLogger, Logger.prettyLogger({ stderr: true, colors: "auto", mode: "tty" })),
@@ -53,7 +53,7 @@ export const run = (argv: ReadonlyArray<string>) => {
         failure.exitCode
       )
     }),
-    Effect.provide(Layer.merge(NodeContext.layer, logger))
+    Effect.provide(Layer.mergeAll(NodeContext.layer, CliConfig.layer({ showBuiltIns: false }), logger))
   )
 }
 
