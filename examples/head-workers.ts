@@ -9,6 +9,7 @@
  *   npx tsx examples/head-workers.ts
  */
 import { Deferred, Effect, Exit, Option, Schema, Scope } from "effect"
+import type { Duration } from "effect"
 import { pathToFileURL } from "node:url"
 import {
   CallProtocol,
@@ -130,7 +131,7 @@ export const main: Effect.Effect<ReadonlyArray<string>, unknown> = Effect.scoped
 
   // The head addresses each worker, then whichever serves container/exec first.
   const operator: OperationRegistry.LocalCallOptions = { identity: Identity.make("operator") }
-  const exec = (op: string, worker?: string, timeout?: string) =>
+  const exec = (op: string, worker?: string, timeout?: Duration.DurationInput) =>
     head.call(
       "fleet/exec",
       { op, cmd: "uptime", ...(worker === undefined ? {} : { worker }) },
