@@ -89,10 +89,11 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
       expect(added.stdout.trim()).toBe("added peer bob (1 fingerprint; scopes: demo; resources: fs=read)")
 
       // No restart: the node picked the store's change up.
-      const [after, again, listed] = yield* Cli.runAll(
+      const [after, again, listed, peerToken] = yield* Cli.runAll(
         asPeer,
         ["peer", "add", "--home", node.home, "--id", "bob"],
-        ["peer", "list", "--home", node.home, "--json"]
+        ["peer", "list", "--home", node.home, "--json"],
+        ["token", "create", "--home", node.home, "--peer", "bob"]
       )
       expect(after.code, after.stderr).toBe(0)
       expect(json(after.stdout)).toEqual({ secret: "the demo secret", caller: "bob" })
@@ -106,6 +107,19 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
         display_name: "Bob",
         enabled: true
       }])
+
+      // A peer token resolves to the peer, without its key.
+      expect(peerToken.code, peerToken.stderr).toBe(0)
+      const withToken = yield* Cli.run([
+        "call", node.quic, "node/whoami", "--fingerprint", node.fingerprint, "--token", peerToken.stdout.trim()
+      ])
+      expect(json(withToken.stdout)).toEqual({ identity: { id: "bob", scopes: ["demo"], resources: { fs: ["read"] } } })
+
+      // Disabled, the peer resolves to nothing: at once, again without a restart.
+      const disabled = yield* Cli.run(["peer", "update", "--home", node.home, "--id", "bob", "--disabled"])
+      expect(disabled.stdout.trim()).toBe("updated peer bob (1 fingerprint; scopes: demo; resources: fs=read; disabled)")
+      const denied = yield* Cli.run(asPeer)
+      expect(denied.code).toBe(21)
     }))
 
   it.effect("token create, then a call with the token is allowed; revoked, it is not", () =>
