@@ -49,9 +49,14 @@ export const generate: Effect.Effect<Generated> = Effect.sync(() => {
 export const digestOf = (storedHash: string): Buffer | undefined =>
   /^sha256:[0-9a-f]{64}$/.test(storedHash) ? Buffer.from(storedHash.slice(7), "latin1") : undefined
 
+// One reusable buffer for the hex being compared: JavaScript runs `digestEquals` to completion, so it is never
+// shared by two comparisons, and a lookup allocates nothing.
+const scratch = Buffer.alloc(64)
+
 /** Constant-time comparison of a token's SHA-256 (lowercase hex) with a {@link digestOf} result. */
 export const digestEquals = (tokenHex: string, digest: Buffer): boolean =>
-  tokenHex.length === 64 && digest.length === 64 && crypto.timingSafeEqual(Buffer.from(tokenHex, "latin1"), digest)
+  tokenHex.length === 64 && digest.length === 64 && scratch.write(tokenHex, 0, "latin1") === 64 &&
+  crypto.timingSafeEqual(scratch, digest)
 
 /** Does `token` hash to `storedHash`? Constant-time in the token's contents. */
 export const verify = (token: Redacted.Redacted<string>, storedHash: string): boolean => {
