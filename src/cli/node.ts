@@ -83,7 +83,7 @@ export const command = Command.make(
         for (const transport of node.transports) {
           yield* Io.out(`alknet node ${node.fingerprint} listening ${transport.address}`)
         }
-        signalEndsNormally()
+        yield* Effect.sync(signalEndsNormally)
         yield* reloadOnSighup
         yield* Io.err(`alknet node: serving from ${home}; stop with Ctrl-C or SIGTERM (open calls are drained)`)
         yield* Effect.addFinalizer(() => Io.err("alknet node: stopping: no new connections, draining open calls"))
