@@ -172,7 +172,7 @@ export const make = (
     const config = yield* NodeConfig
     const store = yield* IdentityStore.IdentityStore
     const fromConfig = yield* Effect.provide(IdentityProvider.IdentityProvider, ConfigFile.layerIdentity)
-    const limiter = yield* Effect.provideService(RateLimit.make, IdentityProvider.IdentityProvider, store)
+    const limiter = yield* RateLimit.make
     const identity = yield* tlsIdentity
     const credentials = yield* Effect.mapError(Tls.load(identity), fail("Identity"))
     const startedAt = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
