@@ -207,6 +207,7 @@ export const peerSuite = (net: H.Net) =>
         })
         const gone = yield* Effect.flip(H.sessionLeft.env!.invoke("session/count", {}))
         expect(gone.code).toBe("NOT_FOUND")
+        yield* expectIdle
       }))
 
     it.effect("a worker killed mid-call: the caller fails promptly, calls to it fail fast, its restart is re-imported", () =>
@@ -248,5 +249,13 @@ export const peerSuite = (net: H.Net) =>
         yield* within(worker.graph.awaitPeer("head"), "the worker to re-import the head")
         expect(worker.link.connections()).toBe(2)
         expect(yield* worker.graph.call("worker/ask-head", {})).toBe("hello worker-a, from the head (you are worker-a)")
+        expect(yield* H.idle(yield* worker.link.connection)).toEqual({
+          requests: 0,
+          pending: 0,
+          exchanges: 0,
+          handlers: 0,
+          detached: 0
+        })
+        expect(worker.graph.running()).toBe(0)
       }).pipe(Effect.scoped))
   })
