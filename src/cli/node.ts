@@ -15,6 +15,7 @@ import { signalEndsNormally } from "./errors.js"
 import * as Home from "./home.js"
 import { initHome } from "./init.js"
 import * as Io from "./io.js"
+import * as Outbound from "./outbound.js"
 import * as Shared from "./options.js"
 
 const listen = Options.text("listen").pipe(
@@ -55,12 +56,13 @@ const reloadOnSighup = Effect.gen(function*() {
 
 export const command = Command.make(
   "node",
-  { home: Shared.home, listen, wsListen, wsPlain, demo, init },
+  { home: Shared.home, listen, wsListen, wsPlain, demo, init, connect: Outbound.connectOption },
   (o) =>
     Effect.gen(function*() {
       const home = path.resolve(o.home)
       const listenAt = Option.isSome(o.listen) ? yield* Shared.parseListen("--listen", o.listen.value) : undefined
       const wsAt = Option.isSome(o.wsListen) ? yield* Shared.parseListen("--ws-listen", o.wsListen.value) : undefined
+      const connect = yield* Effect.forEach(o.connect, (target) => Outbound.parseTarget("--connect", target))
       if (o.init) {
         const found = yield* Effect.promise(() => fs.access(NodeHome.configPath(home)).then(() => true, () => false))
         if (!found) yield* initHome({ home, words: 24, mnemonicStdin: false, storeMnemonic: true }, Io.err)
@@ -73,6 +75,7 @@ export const command = Command.make(
         home,
         ...(listenAt === undefined ? {} : { listen: listenAt }),
         ...(wsAt === undefined ? {} : { webSocket: { ...wsAt, tls: !o.wsPlain } }),
+        ...(connect.length === 0 ? {} : { connect }),
         ...(o.demo ? { operations: Demo.operations((line) => Io.err(`demo: ${line}`)) } : {}),
         ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})
       })

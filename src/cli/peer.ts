@@ -9,6 +9,7 @@ import { PeerEntry } from "../schema/PeerEntry.js"
 import { CliError, usage } from "./errors.js"
 import * as Home from "./home.js"
 import * as Io from "./io.js"
+import * as Outbound from "./outbound.js"
 import * as Shared from "./options.js"
 
 const id = Options.text("id").pipe(Options.withDescription("the peer's id (letters, digits, . _ -)"))
@@ -146,6 +147,8 @@ const list = Command.make(
 ).pipe(Command.withDescription("List the peers of a home."))
 
 export const command = Command.make("peer").pipe(
-  Command.withDescription("Manage the peers of a home (a running node picks changes up at once)."),
-  Command.withSubcommands([add, update, remove, list])
+  Command.withDescription(
+    "Manage the peers of a home, and the peers its node connects to (a running node picks changes up at once)."
+  ),
+  Command.withSubcommands([add, update, remove, list, ...Outbound.commands])
 )

@@ -82,7 +82,7 @@ const parse = (file: string, text: string): Effect.Effect<Config.Config, ConfigE
 export const load = (file: string): Effect.Effect<Config.Config, ConfigError> =>
   Effect.flatMap(read(path.resolve(file)), (text) => parse(path.resolve(file), text))
 
-const staticFields = ["listen", "tls", "drain_timeout_ms", "data_dir"] as const
+const staticFields = ["listen", "tls", "drain_timeout_ms", "data_dir", "list_peers"] as const
 
 /** Provide `NodeConfig` and `ConfigFile` from the file at `file`, reloading it on change. */
 export const layerConfig = (
@@ -94,8 +94,8 @@ export const layerConfig = (
       const absolute = path.resolve(file)
       let lastText = yield* read(absolute)
       const initial = yield* parse(absolute, lastText)
-      const { api_keys, peers, rate_limits, ...staticConfig } = initial
-      const dynamic = yield* SubscriptionRef.make<Config.DynamicConfig>({ peers, api_keys, rate_limits })
+      const { api_keys, peers, rate_limits, outbound, ...staticConfig } = initial
+      const dynamic = yield* SubscriptionRef.make<Config.DynamicConfig>({ peers, api_keys, rate_limits, outbound })
       const events = yield* Effect.acquireRelease(PubSub.unbounded<ReloadEvent>(), PubSub.shutdown)
       const lock = yield* Effect.makeSemaphore(1)
 

@@ -13,11 +13,23 @@
  * `max_auth_attempts` closes a connection after that many bad tokens.
  *
  * Built-in operations, beside the discovery ones: `node/info`, `node/ping`, `node/whoami`.
+ *
+ * Every node owns a peer graph (`PeerCompositeEnv`) over its registry: handlers' `ctx.env` routes through it, and
+ * the node keeps a reconnecting link to each outbound peer of the live config (plus `Options.connect`). Operations a
+ * peer is imported with `export_as: "external"` are served on the wire under two names:
+ * - the plain name (`demo/echo`): the first connected peer that serves it (PeerRef.Any); the node's own operations
+ *   always win;
+ * - the pinned name `PEER_ID/demo/echo`: that peer only (PeerRef.Specific).
+ * A call routed to a peer that is away fails at once with INTERNAL `peer PEER_ID is not connected`. `node/info`
+ * reports each outbound peer's state; `services/list-peers` is served when the config says `list_peers: true`.
  */
-import { Context, Data, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Context, Data, Duration, Effect, Layer, Option, Schema, Stream } from "effect"
 import type { Redacted, Scope } from "effect"
 import { NodeFileSystem } from "@effect/platform-node"
+import * as Discovery from "../call/Discovery.js"
 import type { OperationSource } from "../call/Dispatcher.js"
+import * as Composite from "../peer/Composite.js"
+import * as Outbound from "../peer/Outbound.js"
 import * as CallProtocol from "../services/CallProtocol.js"
 import * as CredentialStore from "../services/CredentialStore.js"
 import type { Address } from "../services/Endpoint.js"
@@ -27,11 +39,12 @@ import { NodeConfig } from "../services/NodeConfig.js"
 import * as NodeConfigModule from "../services/NodeConfig.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration } from "../services/Operation.js"
+import type * as PeerCompositeEnv from "../services/PeerCompositeEnv.js"
 import * as OperationRegistry from "../services/OperationRegistry.js"
 import * as RateLimit from "../services/RateLimit.js"
 import * as Tls from "../services/Tls.js"
 import * as Vault from "../services/Vault.js"
-import type { Config } from "../schema/Config.js"
+import type { Config, OutboundPeer } from "../schema/Config.js"
 import { Identity } from "../schema/Identity.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as NodeHome from "./NodeHome.js"
@@ -63,7 +76,9 @@ export const NodeInfo = Schema.Struct({
   fingerprint: Schema.String,
   version: Schema.String,
   uptime_ms: Schema.Number,
-  transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss"), address: Schema.String }))
+  transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss"), address: Schema.String })),
+  /** The outbound peers and how they are doing. */
+  peers: Schema.Array(Outbound.PeerInfo)
 })
 export type NodeInfo = typeof NodeInfo.Type
 
@@ -75,8 +90,10 @@ export class Node extends Context.Tag("alknet/Node")<Node, {
   readonly fingerprint: string
   /** Where it listens, QUIC first. */
   readonly transports: ReadonlyArray<Transport>
-  /** The operations it serves (built-ins, discovery and the user's). */
+  /** The operations it serves (built-ins, discovery, the user's, and peers' exported ones). */
   readonly source: OperationSource
+  /** Its peer graph. */
+  readonly graph: PeerCompositeEnv.Service
   readonly info: Effect.Effect<NodeInfo>
 }>() {}
 
@@ -94,6 +111,8 @@ export interface Options {
   readonly listen?: Address
   /** Also serve the call protocol over WebSocket. */
   readonly webSocket?: WebSocketOptions
+  /** Outbound peers besides the config's `outbound` (e.g. `alknet node --connect`), for the node's life. */
+  readonly connect?: ReadonlyArray<OutboundPeer>
 }
 
 const hostForUrl = (host: string) => (host.includes(":") ? `[${host}]` : host)
@@ -167,7 +186,11 @@ const tlsIdentity = Effect.flatMap(NodeConfig, (config) => tlsIdentityOf(config.
  */
 export const make = (
   options: Options = {}
-): Effect.Effect<Node["Type"], NodeError, Scope.Scope | Vault.Vault | NodeConfig | IdentityStore.IdentityStore> =>
+): Effect.Effect<
+  Node["Type"],
+  NodeError,
+  Scope.Scope | Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore
+> =>
   Effect.gen(function*() {
     const config = yield* NodeConfig
     const store = yield* IdentityStore.IdentityStore
@@ -178,6 +201,7 @@ export const make = (
     const startedAt = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
     const drainTimeout = Duration.millis(config.static.drain_timeout_ms)
     const transports: Array<Transport> = []
+    let outbound: Outbound.Service | undefined
 
     const info: Effect.Effect<NodeInfo> = Effect.map(
       Effect.clockWith((clock) => clock.currentTimeMillis),
@@ -186,14 +210,19 @@ export const make = (
         fingerprint: credentials.fingerprint,
         version: VERSION,
         uptime_ms: now - startedAt,
-        transports
+        transports,
+        peers: outbound?.peers() ?? []
       })
     )
     const registry = yield* OperationRegistry.make([...builtins(info), ...(options.operations ?? [])]).pipe(
       Effect.mapError(fail("Registry"))
     )
+    const graph = yield* Composite.make(registry.source, { listPeers: config.static.list_peers })
+    // Discovery describes what is served: the node's own operations and the peers' exported ones.
+    const served = Discovery.withDiscovery(graph.source)
     const serve: CallProtocol.ServeOptions = {
-      source: registry.source,
+      source: served,
+      extendEnv: graph.extendEnv,
       authenticator: firstOf(store, fromConfig),
       maxAuthAttempts: Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts),
       admit: (connection) => limiter.acquireConnection(connection.remoteAddress.host)
@@ -221,11 +250,18 @@ export const make = (
       transports.push({ kind: secure ? "wss" : "ws", address: listener.url })
     }
 
+    outbound = yield* Outbound.make(graph, {
+      identity,
+      changes: config.changes.pipe(Stream.map((d) => d.outbound), Stream.changesWith((a, b) => JSON.stringify(a) === JSON.stringify(b))),
+      ...(options.connect === undefined ? {} : { extra: options.connect })
+    })
+
     return Node.of({
       id: credentials.fingerprint,
       fingerprint: credentials.fingerprint,
       transports,
-      source: registry.source,
+      source: served,
+      graph,
       info
     })
   })

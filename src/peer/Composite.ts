@@ -54,6 +54,16 @@ const absent = (peer: PeerId, registration: HandlerRegistration): HandlerRegistr
     { provenance: registration.provenance, visibility: registration.spec.visibility }
   )
 
+/** An External import as the wire sees it under its pinned name `peer-id/op-name` (PeerRef.Specific for callers). */
+const renamed = (peer: PeerId, registration: HandlerRegistration): HandlerRegistration => {
+  const name = pinnedName(peer, registration.spec.name)
+  return Operation.registration(
+    { ...registration.spec, name, namespace: peer },
+    registration.handler,
+    { provenance: registration.provenance, visibility: registration.spec.visibility }
+  )
+}
+
 const ListPeersOutput = Schema.Struct({
   peers: Schema.Array(Schema.Struct({ peer_id: Schema.String, operations: Schema.Array(OperationSummary) }))
 })
@@ -68,6 +78,7 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
     let pinned = new Map<string, HandlerRegistration>() // `peer-id/op-name`
     let away = new Map<string, HandlerRegistration>() // names only disconnected peers served
     let exported = new Map<string, HandlerRegistration>() // External imports, served after the base
+    let exportedPinned = new Map<string, HandlerRegistration>() // External imports as `peer-id/op-name` on the wire
 
     const connected = (state: PeerState) => state.slots.size > 0
     const operationsOf = (state: PeerState): Array<HandlerRegistration> => {
@@ -81,6 +92,12 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
       const nextPinned = new Map<string, HandlerRegistration>()
       const nextAway = new Map<string, HandlerRegistration>()
       const nextExported = new Map<string, HandlerRegistration>()
+      const nextExportedPinned = new Map<string, HandlerRegistration>()
+      const exportPinned = (peer: PeerId, registration: HandlerRegistration) => {
+        if (registration.spec.visibility === "external") {
+          nextExportedPinned.set(pinnedName(peer, registration.spec.name), renamed(peer, registration))
+        }
+      }
       for (const state of peers.values()) {
         if (connected(state)) {
           for (const registration of operationsOf(state)) {
@@ -88,15 +105,22 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
             if (!nextRouted.has(name)) nextRouted.set(name, registration)
             if (registration.spec.visibility === "external" && !nextExported.has(name)) nextExported.set(name, registration)
             nextPinned.set(pinnedName(state.id, name), registration)
+            exportPinned(state.id, registration)
           }
         } else {
           for (const registration of state.lastSeen) {
             const stub = absent(state.id, registration)
             if (!nextAway.has(registration.spec.name)) nextAway.set(registration.spec.name, stub)
             nextPinned.set(pinnedName(state.id, registration.spec.name), stub)
+            exportPinned(state.id, stub)
           }
         }
       }
+      // A name only disconnected peers served answers "not connected" on the wire too (not NOT_FOUND).
+      for (const [name, stub] of nextAway) {
+        if (stub.spec.visibility === "external" && !nextExported.has(name)) nextExported.set(name, stub)
+      }
+      exportedPinned = nextExportedPinned
       routed = nextRouted
       pinned = nextPinned
       away = nextAway
@@ -132,12 +156,14 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
     const source: OperationSource = {
       lookup: (name) => {
         if (own !== undefined && name === LIST_PEERS) return own
-        return base.lookup(name) ?? exported.get(Operation.normalizeName(name))
+        const normalized = Operation.normalizeName(name)
+        return base.lookup(name) ?? exported.get(normalized) ?? exportedPinned.get(normalized)
       },
       list: function*() {
         yield* base.list()
         if (own !== undefined) yield own
         for (const registration of exported.values()) if (base.lookup(registration.spec.name) === undefined) yield registration
+        for (const registration of exportedPinned.values()) if (base.lookup(registration.spec.name) === undefined) yield registration
       }
     }
 

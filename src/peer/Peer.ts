@@ -65,6 +65,8 @@ export interface Link {
   readonly connections: () => number
   /** Why the last attempt or connection ended, if it did. */
   readonly lastError: () => Option.Option<string>
+  /** Attempts that failed since the last connection was established. */
+  readonly failedAttempts: () => number
 }
 
 /** Open a reconnecting link to a known peer for the life of the scope. */
@@ -72,6 +74,7 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
   Effect.gen(function*() {
     let status: LinkStatus = "connecting"
     let connections = 0
+    let failedAttempts = 0
     let lastError: Option.Option<string> = Option.none()
     let ready = Deferred.unsafeMake<CallClient.ClientConnection>(FiberId.none)
     const driver = yield* Schedule.driver(options.schedule ?? defaultBackoff)
@@ -88,6 +91,7 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
       yield* graph.attach(options.peerId, fromCall(connection, { label, ...options.import }), { slot: SLOT })
       status = "connected"
       connections++
+      failedAttempts = 0
       yield* driver.reset
       yield* Deferred.succeed(ready, connection)
       yield* connection.closed
@@ -100,6 +104,7 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
         if (exit._tag === "Failure") {
           const failure = Cause.failureOption(exit.cause)
           lastError = Option.some(Option.isSome(failure) ? failure.value.message : "connection failed")
+          failedAttempts++
           yield* Effect.logDebug(`${label}: ${Option.getOrElse(lastError, () => "")}`)
         }
         if (yield* Deferred.isDone(ready)) ready = Deferred.unsafeMake<CallClient.ClientConnection>(FiberId.none)
@@ -116,7 +121,8 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
       status: () => status,
       connection: Effect.suspend(() => Deferred.await(ready)),
       connections: () => connections,
-      lastError: () => lastError
+      lastError: () => lastError,
+      failedAttempts: () => failedAttempts
     }
   })
 

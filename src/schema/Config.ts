@@ -3,14 +3,14 @@
  *
  * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`) are read once at start; changing them needs a
  *   restart.
- * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`) are reloaded while the node runs.
+ * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
  * a default). Decode errors name the field: `peers[1].fingerprints[0]: expected a fingerprint …`.
  */
 import { Either, ParseResult, Schema } from "effect"
 import { ApiKeyEntry } from "./ApiKeyEntry.js"
-import { PeerEntry } from "./PeerEntry.js"
+import { Fingerprint, PeerEntry, PeerId } from "./PeerEntry.js"
 
 /** `host:port`; IPv6 hosts in brackets (`[::1]:4433`). */
 export const ListenAddress = Schema.transformOrFail(
@@ -64,9 +64,44 @@ export const StaticConfig = Schema.Struct({
   tls: Schema.optionalWith(TlsIdentity, { default: () => ({ type: "raw_key" as const }), exact: true }),
   drain_timeout_ms: Schema.optionalWith(Schema.NonNegativeInt, { default: () => 2000, exact: true }),
   /** Where the node keeps its files (e.g. the SQLite database). Relative paths resolve against the config file. */
-  data_dir: Schema.optionalWith(Schema.NonEmptyString, { default: () => "data", exact: true })
+  data_dir: Schema.optionalWith(Schema.NonEmptyString, { default: () => "data", exact: true }),
+  /** Serve `services/list-peers` (each peer's operations) to callers. */
+  list_peers: Schema.optionalWith(Schema.Boolean, { default: () => false, exact: true })
 }).annotations({ identifier: "StaticConfig" })
 export type StaticConfig = typeof StaticConfig.Type
+
+/** `quic://HOST:PORT`, `ws://HOST:PORT` or `wss://HOST:PORT`. */
+export const PeerAddress = Schema.String.pipe(
+  Schema.pattern(/^(?:quic|wss?):\/\/(?:\[[0-9A-Fa-f:.]+\]|[^:/[\]\s]+):\d{1,5}\/?$/, {
+    message: () => "expected quic://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT"
+  }),
+  Schema.annotations({ identifier: "PeerAddress" })
+)
+
+/**
+ * A peer this node connects to (SPEC §9): it keeps a reconnecting link to `address`, imports the peer's operations,
+ * and serves its own back over the same connection.
+ *
+ * - `peer_id`: the peer's id in this node's graph (pinned names are `PEER_ID/ns/op`); default its `fingerprint`.
+ * - `fingerprint`: the key the peer must present; required for a raw-key peer (an alknet node's own key).
+ * - `token_credential`: a credential-store provider whose decrypted value is sent as the bearer token.
+ * - Import rule: `namespace_prefix` (import `prefix/ns/op`), `operation_filter` (names or `ns/*` patterns to import;
+ *   default all), `export_as`: `internal` (default, reachable by this node's handlers only) or `external` (callers
+ *   of this node reach them too, subject to this node's access checks).
+ */
+export const OutboundPeer = Schema.Struct({
+  peer_id: Schema.optionalWith(PeerId, { exact: true }),
+  address: PeerAddress,
+  fingerprint: Schema.optionalWith(Fingerprint, { exact: true }),
+  token_credential: Schema.optionalWith(Schema.NonEmptyString, { exact: true }),
+  namespace_prefix: Schema.optionalWith(Schema.String.pipe(Schema.pattern(/^[^/\s]+$/)), { exact: true }),
+  operation_filter: Schema.optionalWith(Schema.Array(Schema.NonEmptyString), { exact: true }),
+  export_as: Schema.optionalWith(Schema.Literal("internal", "external"), { default: () => "internal" as const, exact: true })
+}).annotations({ identifier: "OutboundPeer" })
+export type OutboundPeer = typeof OutboundPeer.Type
+
+/** The id an outbound peer has in the graph: its `peer_id`, else its fingerprint, else its address. */
+export const outboundId = (peer: OutboundPeer): string => peer.peer_id ?? peer.fingerprint ?? peer.address
 
 /** Peers and API keys must be unique by `peer_id` / `prefix`; the issue points at the second occurrence. */
 const uniqueBy = <A>(list: ReadonlyArray<A>, key: (a: A) => string, field: string, name: string) => {
@@ -82,17 +117,19 @@ const uniqueBy = <A>(list: ReadonlyArray<A>, key: (a: A) => string, field: strin
 export const DynamicConfig = Schema.Struct({
   peers: Schema.optionalWith(Schema.Array(PeerEntry), { default: () => [], exact: true }),
   api_keys: Schema.optionalWith(Schema.Array(ApiKeyEntry), { default: () => [], exact: true }),
-  rate_limits: Schema.optionalWith(RateLimits, { default: () => defaultRateLimits, exact: true })
+  rate_limits: Schema.optionalWith(RateLimits, { default: () => defaultRateLimits, exact: true }),
+  outbound: Schema.optionalWith(Schema.Array(OutboundPeer), { default: () => [], exact: true })
 }).pipe(
   Schema.filter((config) =>
     uniqueBy(config.peers, (p) => p.peer_id, "peers", "peer_id") ??
-      uniqueBy(config.api_keys, (k) => k.prefix, "api_keys", "prefix") ?? true
+      uniqueBy(config.api_keys, (k) => k.prefix, "api_keys", "prefix") ??
+      uniqueBy(config.outbound, outboundId, "outbound", "peer_id") ?? true
   ),
   Schema.annotations({ identifier: "DynamicConfig" })
 )
 export type DynamicConfig = typeof DynamicConfig.Type
 
-export const emptyDynamic: DynamicConfig = { peers: [], api_keys: [], rate_limits: defaultRateLimits }
+export const emptyDynamic: DynamicConfig = { peers: [], api_keys: [], rate_limits: defaultRateLimits, outbound: [] }
 
 /** The whole file: static and dynamic fields side by side at the top level. */
 export const Config = Schema.extend(StaticConfig, DynamicConfig).annotations({ identifier: "Config" })
@@ -120,5 +157,6 @@ export const decode = (text: string): Either.Either<Config, string> => Either.ma
 export const dynamicOf = (config: Config): DynamicConfig => ({
   peers: config.peers,
   api_keys: config.api_keys,
-  rate_limits: config.rate_limits
+  rate_limits: config.rate_limits,
+  outbound: config.outbound
 })

@@ -34,7 +34,7 @@ export const layerStatic = (config: typeof Config.Encoded = {}): Layer.Layer<Nod
     NodeConfig,
     Effect.gen(function*() {
       const decoded = Schema.decodeSync(Config)(config)
-      const { api_keys, peers, rate_limits, ...staticConfig } = decoded
-      return fromRef(staticConfig, yield* SubscriptionRef.make<DynamicConfig>({ peers, api_keys, rate_limits }))
+      const { api_keys, peers, rate_limits, outbound, ...staticConfig } = decoded
+      return fromRef(staticConfig, yield* SubscriptionRef.make<DynamicConfig>({ peers, api_keys, rate_limits, outbound }))
     })
   )

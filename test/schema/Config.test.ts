@@ -15,8 +15,36 @@ describe("Config schema", () => {
       data_dir: "data",
       peers: [],
       api_keys: [],
-      rate_limits: { max_connections_per_ip: 100, max_auth_attempts: 5 }
+      rate_limits: { max_connections_per_ip: 100, max_auth_attempts: 5 },
+      list_peers: false,
+      outbound: []
     })
+  })
+
+  it("outbound peers: the import rule's defaults, ids from peer_id or fingerprint, and bad entries named", () => {
+    const config = Either.getOrThrow(Config.decode(JSON.stringify({
+      outbound: [
+        { peer_id: "w1", address: "quic://127.0.0.1:4501", fingerprint: fp("a"), token_credential: "w1-token" },
+        { address: "wss://[::1]:4502", fingerprint: fp("b"), export_as: "external", operation_filter: ["demo/*"] }
+      ]
+    })))
+    expect(config.outbound[0]).toEqual({
+      peer_id: "w1",
+      address: "quic://127.0.0.1:4501",
+      fingerprint: fp("a"),
+      token_credential: "w1-token",
+      export_as: "internal"
+    })
+    expect(config.outbound.map(Config.outboundId)).toEqual(["w1", fp("b")])
+    expect(Config.decode(JSON.stringify({ outbound: [{ address: "http://x:1" }] }))).toEqual(
+      Either.left(expect.stringContaining("outbound[0].address: expected quic://HOST:PORT"))
+    )
+    expect(Config.decode(JSON.stringify({
+      outbound: [{ peer_id: "w", address: "quic://a:1" }, { peer_id: "w", address: "quic://b:1" }]
+    }))).toEqual(Either.left(expect.stringContaining("outbound[1].peer_id: duplicate peer_id \"w\"")))
+    expect(Config.decode(JSON.stringify({ outbound: [{ address: "quic://a:1", token: "secret" }] }))).toEqual(
+      Either.left(expect.stringContaining("outbound[0].token"))
+    )
   })
 
   it("decodes a full file; peers get defaults; expires_at is an instant", () => {
