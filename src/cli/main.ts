@@ -15,6 +15,7 @@ import * as Io from "./io.js"
 import * as NodeCommand from "./node.js"
 import * as Peer from "./peer.js"
 import * as Remote from "./remote.js"
+import * as Status from "./status.js"
 import * as Token from "./token.js"
 
 const root = Command.make("alknet").pipe(
@@ -26,6 +27,7 @@ const root = Command.make("alknet").pipe(
     Init.command,
     NodeCommand.command,
     ...Remote.commands,
+    Status.command,
     Peer.command,
     Token.command,
     Credential.command

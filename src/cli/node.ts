@@ -17,6 +17,7 @@ import { initHome } from "./init.js"
 import * as Io from "./io.js"
 import * as Outbound from "./outbound.js"
 import * as Shared from "./options.js"
+import { writeRunFile } from "./status.js"
 
 const listen = Options.text("listen").pipe(
   Options.withDescription("listen for QUIC on HOST:PORT instead of the config's listen (port 0: any free port)"),
@@ -86,6 +87,7 @@ export const command = Command.make(
         for (const transport of node.transports) {
           yield* Io.out(`alknet node ${node.fingerprint} listening ${transport.address}`)
         }
+        yield* writeRunFile(home, { pid: process.pid, fingerprint: node.fingerprint, transports: node.transports })
         yield* Effect.sync(signalEndsNormally)
         yield* reloadOnSighup
         yield* Io.err(`alknet node: serving from ${home}; stop with Ctrl-C or SIGTERM (open calls are drained)`)

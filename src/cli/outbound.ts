@@ -5,7 +5,7 @@
  * "external"`): callers of the node reach them by plain name (any peer serving it) or `ID/ns/op` (that peer).
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Effect, Either, Schema } from "effect"
+import { Effect, Either, Option, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import * as NodeHome from "../layers/NodeHome.js"
 import { formatError, OutboundPeer, outboundId } from "../schema/Config.js"
@@ -68,18 +68,31 @@ const idOf = (entry: unknown) => {
   return Either.isRight(decoded) ? outboundId(decoded.right) : undefined
 }
 
+const tokenCredential = Options.text("token-credential").pipe(
+  Options.withDescription("send the credential PROVIDER (alknet credential put) as the bearer token"),
+  Options.optional
+)
+const internal = Options.boolean("internal").pipe(
+  Options.withDescription("import for this node's handlers only: do not export to the node's callers")
+)
+
 const connect = Command.make(
   "connect",
-  { home: Shared.home, targets },
+  { home: Shared.home, targets, tokenCredential, internal },
   (o) =>
     Effect.gen(function*() {
-      const entries = yield* Effect.forEach(o.targets, (t) => parseTarget("peer", t))
+      const parsed = yield* Effect.forEach(o.targets, (t) => parseTarget("peer", t))
+      const entries = parsed.map((e): OutboundPeer => ({
+        ...e,
+        ...(Option.isSome(o.tokenCredential) ? { token_credential: o.tokenCredential.value } : {}),
+        export_as: o.internal ? "internal" : "external"
+      }))
       const ids = new Set(entries.map(outboundId))
       yield* editOutbound(o.home, (current) => [
         ...current.filter((e) => !ids.has(idOf(e) ?? "")),
         ...entries.map((e) => Schema.encodeSync(OutboundPeer)(e))
       ])
-      for (const entry of entries) yield* Io.out(`connect ${outboundId(entry)} ${entry.address} (exported)`)
+      for (const entry of entries) yield* Io.out(`connect ${outboundId(entry)} ${entry.address} (${entry.export_as})`)
     })
 ).pipe(Command.withDescription("Add outbound peers to the config: the node connects, imports and exports their operations."))
 

@@ -95,12 +95,33 @@ const Listing = Schema.Struct({
   operations: Schema.Array(Schema.Struct({ name: Schema.String, namespace: Schema.String, op_type: Schema.String }))
 })
 
+const PeerListing = Schema.Struct({
+  peers: Schema.Array(Schema.Struct({ peer_id: Schema.String, operations: Listing.fields.operations }))
+})
+
+const peersFlag = Options.boolean("peers").pipe(
+  Options.withDescription("list each peer's operations (services/list-peers; the node must serve it: list_peers)")
+)
+
 const ls = Command.make(
   "ls",
-  { address, json: Shared.json, ...connection },
+  { address, json: Shared.json, peers: peersFlag, ...connection },
   (o) =>
     Effect.gen(function*() {
       const client = yield* connect(o.address, o)
+      if (o.peers) {
+        const listed = yield* client.call("services/list-peers", {})
+        if (o.json) return yield* Io.json(listed)
+        const byPeer = yield* Schema.decodeUnknown(PeerListing)(listed).pipe(
+          Effect.mapError((e) =>
+            new CliError({ code: "Internal", message: `unexpected services/list-peers output: ${e.message}` })
+          )
+        )
+        return yield* Io.table(
+          ["PEER", "OPERATION", "TYPE"],
+          byPeer.peers.flatMap((p) => p.operations.map((op) => [p.peer_id, op.name, op.op_type]))
+        )
+      }
       const output = yield* client.call("services/list", {})
       if (o.json) return yield* Io.json(output)
       const listing = yield* Schema.decodeUnknown(Listing)(output).pipe(

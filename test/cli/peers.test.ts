@@ -2,10 +2,14 @@
  * A peer graph run by an operator: three `alknet node` processes on loopback. Two workers (`--demo`: `demo/echo`
  * answers the worker's id), a head started with `--connect w1=… --connect w2=…`, and `alknet call` as the client,
  * calling through the head by pinned name (`w1/demo/echo`: that worker) and plain name (`demo/echo`: any worker).
+ * Also: `ls --peers`, `status --home`, abort propagation, a worker stopped and restarted, and `peer connect|disconnect`
+ * editing the head's config while it runs (with a bearer token from its credential store).
  */
 import { expect, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
 import * as dgram from "node:dgram"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
 import * as Cli from "./cli.js"
 
 const json = (text: string) => JSON.parse(text) as Record<string, any>
@@ -45,6 +49,7 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
       startAt(w1Home.home, `127.0.0.1:${p1}`, ["--demo"]),
       startAt(w2Home.home, `127.0.0.1:${p2}`, ["--demo"])
     ], { concurrency: "unbounded" })
+    yield* Cli.writeConfig(headHome.home, { list_peers: true })
     const head = yield* Cli.startNode(headHome.home, [
       "--connect",
       `w1=${w1.quic}#${w1.fingerprint}`,
@@ -78,6 +83,17 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     expect(ls.stdout).toMatch(/^w1\/demo\/echo\s+query$/m)
     expect(ls.stdout).toMatch(/^w2\/demo\/slow\s+query$/m)
     expect(ls.stdout).toMatch(/^demo\/echo\s+query$/m)
+    const [lsPeers, status] = yield* Cli.runAll(
+      ["ls", head.quic, "--peers", "--fingerprint", head.fingerprint],
+      ["status", "--home", headHome.home]
+    )
+    expect(lsPeers.code, lsPeers.stderr).toBe(0)
+    expect(lsPeers.stdout).toMatch(/^local\s+services\/list-peers\s+query$/m)
+    expect(lsPeers.stdout).toMatch(/^w1\s+demo\/slow\s+query$/m)
+    expect(lsPeers.stdout).toMatch(/^w2\s+demo\/ticks\s+subscription$/m)
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.stdout).toContain(`node ${head.fingerprint}`)
+    expect(status.stdout).toMatch(new RegExp(`^w1\\s+${w1.quic}\\s+connected\\s+6\\s+external\\s+-$`, "m"))
 
     // Ctrl-C on the client's call to w2/demo/slow interrupts it on w2.
     const slow = yield* Cli.spawnRunning(["call", head.quic, "w2/demo/slow", "{}", "--fingerprint", head.fingerprint])
@@ -95,18 +111,35 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     expect(Cli.errorLines(gone.stderr)).toHaveLength(1)
     expect((yield* ok("w2/demo/echo")).node).toBe(w2.fingerprint)
     const away = yield* ok("node/info")
-    expect(away.peers[0]).toMatchObject({ peer_id: "w1", state: "reconnecting" })
+    expect(away.peers[0]).toMatchObject({ peer_id: "w1", state: "reconnecting", operations: 6 })
     expect(away.peers[0].last_error).toEqual(expect.any(String))
+    const awayStatus = yield* Cli.run(["status", "--home", headHome.home])
+    expect(awayStatus.stdout).toMatch(/^w1\s+\S+\s+reconnecting \(\d+ attempts?\)\s+6\s+external\s+\S/m)
 
     // It comes back where it was: the head reconnects and re-imports, untouched.
     const w1Again = yield* startAt(w1Home.home, `127.0.0.1:${p1}`, ["--demo"])
     const back = yield* eventually(ok("w1/demo/echo"))
     expect(back.node).toBe(w1Again.fingerprint)
 
-    // Config edits apply live: add a third entry (w2 again, as w3), then remove it.
-    const connect = yield* Cli.run(["peer", "connect", "--home", headHome.home, `w3=${w2.quic}#${w2.fingerprint}`])
+    // Config edits apply live: add a third entry (w2 again, as w3, with a token from the head's credential store,
+    // which w2 grants the scope demo), then remove it.
+    const created = yield* Cli.run(["token", "create", "--home", w2Home.home, "--scope", "demo", "--expires", "1d"])
+    expect(created.code, created.stderr).toBe(0)
+    const token = created.stdout.trim()
+    const put = yield* Cli.run(["credential", "put", "--home", headHome.home, "w2-token"], { stdin: token })
+    expect(put.code, put.stderr).toBe(0)
+    const connect = yield* Cli.run([
+      "peer", "connect", "--home", headHome.home, `w3=${w2.quic}#${w2.fingerprint}`, "--token-credential", "w2-token"
+    ])
     expect(connect.code, connect.stderr).toBe(0)
+    expect(connect.stdout.trim()).toBe(`connect w3 ${w2.quic} (external)`)
+    const written = yield* Effect.promise(() => fs.readFile(path.join(headHome.home, "config.json"), "utf8"))
+    expect(written).toContain("\"token_credential\": \"w2-token\"")
+    expect(written).not.toContain(token)
     expect((yield* eventually(ok("w3/demo/echo"))).node).toBe(w2.fingerprint)
+    // With the token, w2 lets the head see and call demo/secret; without one (as w2), it does not.
+    expect(yield* ok("w3/demo/secret")).toEqual({ secret: "the demo secret", caller: token.slice(0, 8) })
+    expect((yield* call("w2/demo/secret")).code).not.toBe(0)
     const disconnect = yield* Cli.run(["peer", "disconnect", "--home", headHome.home, "w3"])
     expect(disconnect.code, disconnect.stderr).toBe(0)
     const removed = yield* eventually(Effect.flatMap(call("w3/demo/echo"), (r) =>

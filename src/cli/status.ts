@@ -1,0 +1,87 @@
+/**
+ * `alknet status --home DIR`: ask the node running from a home how it is, by calling its `node/info` (presenting the
+ * home's own key, pinning its fingerprint). The node says where it listens in `HOME/node.run.json`, written when it
+ * starts serving and removed when it stops.
+ */
+import { Command } from "@effect/cli"
+import { Effect, Option, Schema } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { CliError } from "./errors.js"
+import * as Io from "./io.js"
+import * as Shared from "./options.js"
+
+/** Where a running node writes its addresses. */
+export const runFile = (home: string) => path.join(home, "node.run.json")
+
+const RunInfo = Schema.Struct({
+  pid: Schema.Number,
+  fingerprint: Schema.String,
+  transports: Schema.Array(Schema.Struct({ kind: Schema.String, address: Schema.String }))
+})
+
+/** Write the run file (the node calls it once it listens) and remove it when the scope closes. */
+export const writeRunFile = (home: string, info: typeof RunInfo.Type) =>
+  Effect.acquireRelease(
+    Effect.promise(() => fs.writeFile(runFile(home), `${JSON.stringify(info)}\n`)),
+    () => Effect.promise(() => fs.rm(runFile(home), { force: true }))
+  )
+
+const PeerRow = Schema.Struct({
+  peer_id: Schema.String,
+  address: Schema.String,
+  state: Schema.String,
+  attempts: Schema.Number,
+  last_error: Schema.NullOr(Schema.String),
+  operations: Schema.Number,
+  export_as: Schema.String
+})
+const Info = Schema.Struct({
+  id: Schema.String,
+  version: Schema.String,
+  uptime_ms: Schema.Number,
+  transports: Schema.Array(Schema.Struct({ kind: Schema.String, address: Schema.String })),
+  peers: Schema.Array(PeerRow)
+})
+
+/** `reconnecting (3 attempts)`, `connected`, … */
+export const stateOf = (peer: typeof PeerRow.Type) =>
+  peer.state === "reconnecting" ? `reconnecting (${peer.attempts} attempt${peer.attempts === 1 ? "" : "s"})` : peer.state
+
+export const command = Command.make(
+  "status",
+  { home: Shared.home, json: Shared.json },
+  (o) =>
+    Effect.gen(function*() {
+      const home = path.resolve(o.home)
+      const text = yield* Effect.tryPromise({
+        try: () => fs.readFile(runFile(home), "utf8"),
+        catch: () =>
+          new CliError({ code: "NotFound", message: `no node is running from ${home} (no ${runFile(home)})` })
+      })
+      const run = yield* Schema.decodeUnknown(Schema.parseJson(RunInfo))(text).pipe(
+        Effect.mapError(() => new CliError({ code: "Internal", message: `${runFile(home)} is not a run file` }))
+      )
+      const quic = run.transports.find((t) => t.kind === "quic")?.address ?? run.transports[0]?.address ?? ""
+      const client = yield* Effect.promise(() => import("./client.js"))
+      const connection = yield* client.connect(quic, {
+        home: Option.some(home),
+        fingerprint: Option.some(run.fingerprint),
+        token: Option.none(),
+        connectTimeout: "5s",
+        retries: 0
+      })
+      const output = yield* connection.call("node/info", {})
+      if (o.json) return yield* Io.json(output)
+      const info = yield* Schema.decodeUnknown(Info)(output).pipe(
+        Effect.mapError((e) => new CliError({ code: "Internal", message: `unexpected node/info output: ${e.message}` }))
+      )
+      yield* Io.out(`node ${info.id} (version ${info.version}, up ${Math.round(info.uptime_ms / 1000)} s)`)
+      for (const t of info.transports) yield* Io.out(`listening ${t.address}`)
+      if (info.peers.length === 0) return yield* Io.out("no outbound peers")
+      yield* Io.table(
+        ["PEER", "ADDRESS", "STATE", "OPERATIONS", "EXPORT", "LAST ERROR"],
+        info.peers.map((p) => [p.peer_id, p.address, stateOf(p), String(p.operations), p.export_as, p.last_error ?? "-"])
+      )
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Show the running node of a home: where it listens, its outbound peers and their state."))
