@@ -25,7 +25,7 @@ export const PeerInfo = Schema.Struct({
   address: Schema.String,
   /** `connecting` (never connected yet), `connected`, `reconnecting` (lost or refused; retrying), `failed`. */
   state: Schema.Literal("connecting", "connected", "reconnecting", "failed"),
-  /** Failed attempts since the last successful connection. */
+  /** Failures since the last successful connection (its loss, then each attempt that failed). */
   attempts: Schema.Number,
   last_error: Schema.NullOr(Schema.String),
   /** Operations imported from it (what it served last while it is away). */

@@ -65,7 +65,7 @@ export interface Link {
   readonly connections: () => number
   /** Why the last attempt or connection ended, if it did. */
   readonly lastError: () => Option.Option<string>
-  /** Attempts that failed since the last connection was established. */
+  /** Failures since the last connection was established: its loss, then each attempt that failed. */
   readonly failedAttempts: () => number
 }
 
@@ -96,6 +96,7 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
       yield* Deferred.succeed(ready, connection)
       yield* connection.closed
       lastError = Option.some("connection closed")
+      failedAttempts++
     }))
 
     const loop = Effect.gen(function*() {

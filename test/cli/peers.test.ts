@@ -113,6 +113,7 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     const away = yield* ok("node/info")
     expect(away.peers[0]).toMatchObject({ peer_id: "w1", state: "reconnecting", operations: 6 })
     expect(away.peers[0].last_error).toEqual(expect.any(String))
+    expect(away.peers[0].attempts).toBeGreaterThanOrEqual(1) // the loss counts
     const awayStatus = yield* Cli.run(["status", "--home", headHome.home])
     expect(awayStatus.stdout).toMatch(/^w1\s+\S+\s+reconnecting \(\d+ attempts?\)\s+6\s+external\s+\S/m)
 
