@@ -3,9 +3,10 @@
  *
  * Discovery is `services/list` then `services/schema` for each operation listed (the remote shows us only what our
  * identity may call). Each becomes a forwarding leaf: provenance `FromCall`, Internal unless `visibility` says
- * otherwise, no authority, no env. Its input and output are passed through as JSON (the remote validates; its JSON
- * Schemas are published unchanged) and its declared error codes are declared here too, so a remote domain error
- * comes back with its code, message, retryable flag and details intact.
+ * otherwise, no authority, no env; an External leaf keeps the remote's declared access control (this node checks its
+ * own callers against it before forwarding). Its input and output are passed through as JSON (the remote validates;
+ * its JSON Schemas are published unchanged) and its declared error codes are declared here too, so a remote domain
+ * error comes back with its code, message, retryable flag and details intact.
  *
  * A forwarded call carries:
  * - `forwarded_for` = the identity the local call runs under (audit only: the remote's access control checks the
@@ -98,6 +99,8 @@ export const forwarding = (
         output: Schema.Unknown,
         inputJsonSchema: spec.input_schema,
         outputJsonSchema: spec.output_schema,
+        // Exported to this node's callers: they must pass the access control the remote declares, here too.
+        ...(options.visibility === "external" ? { access: accessOf(spec.access_control) } : {}),
         errors: spec.error_schemas.map((e) =>
           Operation.error({
             code: e.code,
@@ -114,6 +117,13 @@ export const forwarding = (
     catch: (e) =>
       AdapterError.make("SchemaParse", `${options.label ?? "remote"}: cannot import ${spec.name}: ${(e as Error).message}`)
   })
+
+const accessOf = (acl: OperationSpecJson["access_control"]): Operation.AccessControlInput => ({
+  requiredScopes: acl.required_scopes,
+  requiredScopesAny: acl.required_scopes_any,
+  resourceType: acl.resource_type ?? undefined,
+  resourceAction: acl.resource_action ?? undefined
+})
 
 const decode = <A, I>(schema: Schema.Schema<A, I>, label: string, what: string) => (u: unknown) =>
   Effect.mapError(

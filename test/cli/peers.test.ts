@@ -138,9 +138,20 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     expect(written).toContain("\"token_credential\": \"w2-token\"")
     expect(written).not.toContain(token)
     expect((yield* eventually(ok("w3/demo/echo"))).node).toBe(w2.fingerprint)
-    // With the token, w2 lets the head see and call demo/secret; without one (as w2), it does not.
-    expect(yield* ok("w3/demo/secret")).toEqual({ secret: "the demo secret", caller: token.slice(0, 8) })
-    expect((yield* call("w2/demo/secret")).code).not.toBe(0)
+    // With the token, w2 lets the head see and call demo/secret (without one, as w2, it does not). The head exports it
+    // with w2's declared access control: its own callers need the scope demo at the head too.
+    const headToken = yield* Cli.run(["token", "create", "--home", headHome.home, "--scope", "demo", "--expires", "1d"])
+    const withScope = { env: { ALKNET_TOKEN: headToken.stdout.trim() } }
+    const secret = ["call", head.quic, "w3/demo/secret", "--fingerprint", head.fingerprint]
+    const [allowed, denied, notImported] = yield* Effect.all([
+      Cli.run(secret, withScope),
+      Cli.run(secret),
+      Cli.run(["call", head.quic, "w2/demo/secret", "--fingerprint", head.fingerprint], withScope)
+    ], { concurrency: "unbounded" })
+    expect(allowed.code, allowed.stderr).toBe(0)
+    expect(json(allowed.stdout)).toEqual({ secret: "the demo secret", caller: token.slice(0, 8) })
+    expect(denied.code, denied.stderr).toBe(21)
+    expect(notImported.code).toBe(20)
     const disconnect = yield* Cli.run(["peer", "disconnect", "--home", headHome.home, "w3"])
     expect(disconnect.code, disconnect.stderr).toBe(0)
     const removed = yield* eventually(Effect.flatMap(call("w3/demo/echo"), (r) =>
