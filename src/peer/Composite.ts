@@ -6,7 +6,7 @@
  * reads. Calls routed through the graph run through its own dispatcher (`invokeRegistration`): the child gets the
  * authority switch, fresh metadata, the parent's deadline and abort policy, exactly as `ctx.env.invoke` on the base.
  */
-import { Deferred, Duration, Effect, FiberId, Layer, Option, Schema, Stream } from "effect"
+import { Deferred, Effect, FiberId, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Dispatcher from "../call/Dispatcher.js"
 import type { OperationSource } from "../call/Dispatcher.js"
@@ -16,6 +16,7 @@ import { OperationSummary } from "../schema/OperationSpec.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration, InvokeOptions, OperationContext } from "../services/Operation.js"
 import type { OperationAdapter } from "../services/OperationAdapter.js"
+import * as OperationRegistry from "../services/OperationRegistry.js"
 import type { AddOptions, PeerEnv, PeerId, PeerRef, PeerStatus, Service, SessionOptions } from "../services/PeerCompositeEnv.js"
 import { PeerCompositeEnv, pinnedName } from "../services/PeerCompositeEnv.js"
 
@@ -353,18 +354,7 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
       openSession,
       call: (name, input, callOptions = {}) =>
         Effect.flatMap(
-          dispatcher.prepare({
-            requestId: crypto.randomUUID(),
-            operation: name,
-            input,
-            identity: callOptions.identity === undefined
-              ? Option.none()
-              : Option.isOption(callOptions.identity)
-              ? callOptions.identity
-              : Option.some(callOptions.identity),
-            forwardedFor: Option.fromNullable(callOptions.forwardedFor),
-            timeout: callOptions.timeout === undefined ? undefined : Duration.decode(callOptions.timeout)
-          }, "unary"),
+          dispatcher.prepare(OperationRegistry.localRequest(name, input, callOptions), "unary"),
           (prepared) => prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")
         ),
       running: () => dispatcher.running()

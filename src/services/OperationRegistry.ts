@@ -30,6 +30,20 @@ export interface LocalCallOptions {
   readonly timeout?: Duration.DurationInput
 }
 
+/** An in-process root call (a fresh request id) from local call options. */
+export const localRequest = (name: string, input: unknown, options: LocalCallOptions = {}): Dispatcher.RootRequest => ({
+  requestId: crypto.randomUUID(),
+  operation: name,
+  input,
+  identity: options.identity === undefined
+    ? Option.none()
+    : Option.isOption(options.identity)
+    ? options.identity
+    : Option.some(options.identity),
+  forwardedFor: Option.fromNullable(options.forwardedFor),
+  timeout: options.timeout === undefined ? undefined : Duration.decode(options.timeout)
+})
+
 export class OperationRegistry extends Context.Tag("alknet/OperationRegistry")<OperationRegistry, {
   /** Every registration, discovery operations included, in registration order. */
   readonly registrations: ReadonlyArray<HandlerRegistration>
@@ -81,29 +95,17 @@ export const make = (
       source,
       ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
     })
-    const request = (name: string, input: unknown, callOptions: LocalCallOptions = {}): Dispatcher.RootRequest => ({
-      requestId: crypto.randomUUID(),
-      operation: name,
-      input,
-      identity: callOptions.identity === undefined
-        ? Option.none()
-        : Option.isOption(callOptions.identity)
-        ? callOptions.identity
-        : Option.some(callOptions.identity),
-      forwardedFor: Option.fromNullable(callOptions.forwardedFor),
-      timeout: callOptions.timeout === undefined ? undefined : Duration.decode(callOptions.timeout)
-    })
     return OperationRegistry.of({
       registrations: all,
       lookup: (name) => Option.fromNullable(source.lookup(name)),
       source,
       invoke: Effect.fn("OperationRegistry.invoke")(function*(name, input, callOptions) {
-        const prepared = yield* dispatcher.prepare(request(name, input, callOptions), "unary")
+        const prepared = yield* dispatcher.prepare(localRequest(name, input, callOptions), "unary")
         return yield* prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")
       }),
       subscribe: (name, input, callOptions) =>
         Stream.unwrap(Effect.map(
-          dispatcher.prepare(request(name, input, callOptions), "streaming"),
+          dispatcher.prepare(localRequest(name, input, callOptions), "streaming"),
           (prepared) => prepared._tag === "Streaming" ? prepared.run : Stream.dieMessage("unreachable")
         ))
     })
