@@ -110,7 +110,13 @@ const ls = Command.make(
     Effect.gen(function*() {
       const client = yield* connect(o.address, o)
       if (o.peers) {
-        const listed = yield* client.call("services/list-peers", {})
+        const listed = yield* client.call("services/list-peers", {}).pipe(
+          Effect.catchIf((e) => e.code === "NOT_FOUND", () =>
+            new CliError({
+              code: "CallNotFound",
+              message: `${o.address} does not serve services/list-peers (its config enables it with "list_peers": true)`
+            }))
+        )
         if (o.json) return yield* Io.json(listed)
         const byPeer = yield* Schema.decodeUnknown(PeerListing)(listed).pipe(
           Effect.mapError((e) =>

@@ -83,10 +83,13 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     expect(ls.stdout).toMatch(/^w1\/demo\/echo\s+query$/m)
     expect(ls.stdout).toMatch(/^w2\/demo\/slow\s+query$/m)
     expect(ls.stdout).toMatch(/^demo\/echo\s+query$/m)
-    const [lsPeers, status] = yield* Cli.runAll(
+    const [lsPeers, status, noListPeers] = yield* Cli.runAll(
       ["ls", head.quic, "--peers", "--fingerprint", head.fingerprint],
-      ["status", "--home", headHome.home]
+      ["status", "--home", headHome.home],
+      ["ls", w1.quic, "--peers", "--fingerprint", w1.fingerprint]
     )
+    expect(noListPeers.code).toBe(20)
+    expect(Cli.lastLine(noListPeers.stderr)).toContain("does not serve services/list-peers (its config enables it with")
     expect(lsPeers.code, lsPeers.stderr).toBe(0)
     expect(lsPeers.stdout).toMatch(/^local\s+services\/list-peers\s+query$/m)
     expect(lsPeers.stdout).toMatch(/^w1\s+demo\/slow\s+query$/m)
