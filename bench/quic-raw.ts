@@ -184,6 +184,20 @@ interface Row {
   readonly capped?: boolean
 }
 
+/** Milliseconds for each of N_SETUP connects (the connection is closed after each, untimed). */
+const timeSetups = <E>(connect: Effect.Effect<unknown, E, Scope.Scope>) =>
+  Effect.gen(function*() {
+    const setups: Array<number> = []
+    for (let i = 0; i < N_SETUP; i++) {
+      const scope = yield* Scope.make()
+      const t0 = now()
+      yield* Scope.extend(connect, scope)
+      setups.push(now() - t0)
+      yield* Scope.close(scope, Exit.void)
+    }
+    return setups
+  })
+
 const pipeOf = (stream: BidiStream): Pipe => ({ write: stream.write, read: stream.read, end: stream.end })
 
 /** Byte echo on every stream the peer opens. */
@@ -247,17 +261,7 @@ const quicRow = (name: string, tuning: Partial<Quic.Tuning>) =>
         return (perWorker * 64) / ((now() - t0) / 1000)
       })
     )
-    const setups = sorted(yield* phase("setup", Effect.gen(function*() {
-      const setups: Array<number> = []
-      for (let i = 0; i < N_SETUP; i++) {
-        const scope = yield* Scope.make()
-        const t0 = now()
-        yield* Scope.extend(connect, scope)
-        setups.push(now() - t0)
-        yield* Scope.close(scope, Exit.void)
-      }
-      return setups
-    })))
+    const setups = sorted(yield* phase("setup", timeSetups(connect)))
     yield* progress("bulk")
     const { capped, mibs } = yield* Effect.scoped(Effect.flatMap(open, bulk))
     return {
@@ -330,17 +334,7 @@ const tlsRow = Effect.gen(function*() {
   const lat = sorted(yield* phase("tls latency", Effect.flatMap(open, (p) => sequential(p, N_LAT))))
   const rps = yield* phase("tls throughput", Effect.flatMap(open, (p) => concurrent(p, N_TPUT, 64, false)))
   const rpsCoalesced = yield* phase("tls throughput, coalesced", Effect.flatMap(open, (p) => concurrent(p, N_TPUT, 64, true)))
-  const setups = sorted(yield* phase("tls setup", Effect.gen(function*() {
-    const setups: Array<number> = []
-    for (let i = 0; i < N_SETUP; i++) {
-      const scope = yield* Scope.make()
-      const t0 = now()
-      yield* Scope.extend(connect, scope)
-      setups.push(now() - t0)
-      yield* Scope.close(scope, Exit.void)
-    }
-    return setups
-  })))
+  const setups = sorted(yield* phase("tls setup", timeSetups(connect)))
   yield* progress("tls bulk")
   const { capped, mibs } = yield* Effect.scoped(Effect.flatMap(open, bulk))
   return {
