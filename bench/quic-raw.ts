@@ -184,6 +184,8 @@ interface Row {
   readonly capped?: boolean
 }
 
+const mean = (xs: ReadonlyArray<number>) => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length)
+
 /** Milliseconds for each of N_SETUP connects (the connection is closed after each, untimed). */
 const timeSetups = <E>(connect: Effect.Effect<unknown, E, Scope.Scope>) =>
   Effect.gen(function*() {
@@ -272,7 +274,7 @@ const quicRow = (name: string, tuning: Partial<Quic.Tuning>) =>
       rps,
       rpsCoalesced,
       rpsStreams,
-      setupMs: setups.length === 0 ? NaN : setups.reduce((a, b) => a + b, 0) / setups.length,
+      setupMs: mean(setups),
       mibs,
       capped
     } satisfies Row
@@ -343,7 +345,7 @@ const tlsRow = Effect.gen(function*() {
     p99: percentile(lat, 0.99),
     rps,
     rpsCoalesced,
-    setupMs: setups.length === 0 ? NaN : setups.reduce((a, b) => a + b, 0) / setups.length,
+    setupMs: mean(setups),
     mibs,
     capped
   } satisfies Row
