@@ -16,6 +16,7 @@ import * as Shared from "./options.js"
 
 const provider = Args.text({ name: "provider" }).pipe(Args.withDescription("the credential's name, e.g. github"))
 const keyVersion = Options.integer("key-version").pipe(
+  Options.withPseudoName("N"),
   Options.withDescription(`encrypt under this key version (default ${Vault.CURRENT_KEY_VERSION})`),
   Options.optional
 )
@@ -104,6 +105,7 @@ const rotate = Command.make(
     home: Shared.home,
     provider,
     to: Options.integer("to").pipe(
+      Options.withPseudoName("N"),
       Options.withDescription("the key version to re-encrypt to (default: the next one)"),
       Options.optional
     )
@@ -119,7 +121,10 @@ const rotate = Command.make(
       }))
 ).pipe(Command.withDescription("Re-encrypt a credential under another key version (the old one stays derivable)."))
 
+/** The subcommands, in the order help lists them. */
+export const subcommands = [put, get, remove, list, rotate] as const
+
 export const command = Command.make("credential").pipe(
   Command.withDescription("Manage the encrypted credentials of a home."),
-  Command.withSubcommands([put, get, remove, list, rotate])
+  Command.withSubcommands(subcommands)
 )

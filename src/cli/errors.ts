@@ -170,7 +170,9 @@ export const fromExit = <E>(exit: Exit.Exit<unknown, E>, verbose: boolean): Fail
   const classified = Option.isSome(failure)
     ? classify(failure.value)
     : classify(Cause.squash(exit.cause))
-  return verbose ? { ...classified, cause: Cause.pretty(exit.cause) } : classified
+  // A command-line error has been said in full already: there is no cause worth showing.
+  const parseError = Option.isSome(failure) && ValidationError.isValidationError(failure.value)
+  return verbose && !parseError ? { ...classified, cause: Cause.pretty(exit.cause) } : classified
 }
 
 let onSignal: number = ExitCode.Interrupted

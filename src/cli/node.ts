@@ -20,10 +20,12 @@ import * as Shared from "./options.js"
 import { writeRunFile } from "./status.js"
 
 const listen = Options.text("listen").pipe(
+  Options.withPseudoName("HOST:PORT"),
   Options.withDescription("listen for QUIC on HOST:PORT instead of the config's listen (port 0: any free port)"),
   Options.optional
 )
 const wsListen = Options.text("ws-listen").pipe(
+  Options.withPseudoName("HOST:PORT"),
   Options.withDescription("also serve the call protocol over WebSocket on HOST:PORT (wss:// with the node's key)"),
   Options.optional
 )

@@ -2,22 +2,28 @@
  * Options several commands share, and the parsers for their values (durations, `host:port`).
  */
 import { Options } from "@effect/cli"
-import { Config, Duration, Effect, Either, Schema } from "effect"
+import { Config, Duration, Effect, Either, Option, Schema } from "effect"
 import { ListenAddress } from "../schema/Config.js"
 import { DEFAULT_HOME } from "../layers/NodeHome.js"
 import { usage } from "./errors.js"
 
 /** `--home DIR` (default `$ALKNET_HOME`, else `./.alknet`). */
 export const home = Options.text("home").pipe(
+  Options.withPseudoName("DIR"),
   Options.withDescription("the node's home directory (default $ALKNET_HOME, else ./.alknet)"),
   Options.withFallbackConfig(Config.string("ALKNET_HOME").pipe(Config.withDefault(DEFAULT_HOME)))
 )
 
 /** `--home DIR` where it is optional: the identity a client presents. */
 export const clientHome = Options.text("home").pipe(
+  Options.withPseudoName("DIR"),
   Options.withDescription("present this home's node identity (default: an ephemeral one)"),
   Options.optional
 )
+
+/** A flag that may be given any number of times, none included (its usage shows it optional: `[--scope SCOPE...]`). */
+export const repeatable = <A>(option: Options.Options<A>): Options.Options<Array<A>> =>
+  option.pipe(Options.repeated, Options.optional, Options.map(Option.getOrElse((): Array<A> => [])))
 
 /** `--json`: machine-readable output. */
 export const json = Options.boolean("json").pipe(Options.withDescription("print JSON"))

@@ -69,6 +69,7 @@ const idOf = (entry: unknown) => {
 }
 
 const tokenCredential = Options.text("token-credential").pipe(
+  Options.withPseudoName("PROVIDER"),
   Options.withDescription("send the credential PROVIDER (alknet credential put) as the bearer token"),
   Options.optional
 )
@@ -121,6 +122,7 @@ export const commands = [connect, disconnect] as const
 
 /** `--connect` on `alknet node` (repeatable). */
 export const connectOption = Options.text("connect").pipe(
+  Options.withPseudoName("[ID=]ADDR#FP"),
   Options.withDescription("connect to a peer for this run and export its operations: [ID=]ADDR#FINGERPRINT (repeatable)"),
-  Options.repeated
+  Shared.repeatable
 )

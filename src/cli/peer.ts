@@ -12,17 +12,30 @@ import * as Io from "./io.js"
 import * as Outbound from "./outbound.js"
 import * as Shared from "./options.js"
 
-const id = Options.text("id").pipe(Options.withDescription("the peer's id (letters, digits, . _ -)"))
+const id = Options.text("id").pipe(
+  Options.withPseudoName("ID"),
+  Options.withDescription("the peer's id (letters, digits, . _ -)")
+)
 const fingerprints = Options.text("fingerprint").pipe(
+  Options.withPseudoName("FP"),
   Options.withDescription("a TLS key fingerprint of the peer, ed25519:<hex> (repeatable)"),
-  Options.repeated
+  Shared.repeatable
 )
-const scopes = Options.text("scope").pipe(Options.withDescription("a scope granted to the peer (repeatable)"), Options.repeated)
+const scopes = Options.text("scope").pipe(
+  Options.withPseudoName("SCOPE"),
+  Options.withDescription("a scope granted to the peer (repeatable)"),
+  Shared.repeatable
+)
 const resources = Options.text("resource").pipe(
+  Options.withPseudoName("TYPE[=ACTION]"),
   Options.withDescription("a resource granted to the peer, TYPE=ACTION or TYPE (repeatable)"),
-  Options.repeated
+  Shared.repeatable
 )
-const displayName = Options.text("display-name").pipe(Options.withDescription("a name for people"), Options.optional)
+const displayName = Options.text("display-name").pipe(
+  Options.withPseudoName("NAME"),
+  Options.withDescription("a name for people"),
+  Options.optional
+)
 const disabled = Options.boolean("disabled").pipe(Options.withDescription("the peer resolves to nothing until enabled"))
 const enabled = Options.boolean("enabled").pipe(Options.withDescription("enable a disabled peer"))
 
@@ -146,9 +159,12 @@ const list = Command.make(
     })
 ).pipe(Command.withDescription("List the peers of a home."))
 
+/** The subcommands, in the order help lists them. */
+export const subcommands = [add, update, remove, list, ...Outbound.commands] as const
+
 export const command = Command.make("peer").pipe(
   Command.withDescription(
     "Manage the peers of a home, and the peers its node connects to (a running node picks changes up at once)."
   ),
-  Command.withSubcommands([add, update, remove, list, ...Outbound.commands])
+  Command.withSubcommands(subcommands)
 )

@@ -26,19 +26,23 @@ const input = Args.text({ name: "json" }).pipe(
 const connection = {
   home: Shared.clientHome,
   fingerprint: Options.text("fingerprint").pipe(
+    Options.withPseudoName("FP"),
     Options.withDescription("the node's fingerprint (ed25519:…): pinned; required for a raw-key node"),
     Options.optional
   ),
   token: Options.redacted("token").pipe(
+    Options.withPseudoName("TOKEN"),
     Options.withDescription("bearer token sent with every call (default $ALKNET_TOKEN)"),
     Options.withFallbackConfig(Config.redacted("ALKNET_TOKEN")),
     Options.optional
   ),
   connectTimeout: Options.text("connect-timeout").pipe(
+    Options.withPseudoName("DURATION"),
     Options.withDescription("give up one connection attempt after this long"),
     Options.withDefault("5s")
   ),
   retries: Options.integer("retries").pipe(
+    Options.withPseudoName("N"),
     Options.withDescription("connection attempts after the first when nothing answers"),
     Options.withDefault(2)
   )
@@ -64,6 +68,7 @@ const parseInput = (text: Option.Option<string>) =>
   })
 
 const timeout = Options.text("timeout").pipe(
+  Options.withPseudoName("DURATION"),
   Options.withDescription("the call's deadline, e.g. 10s (default: the node's, 30s)"),
   Options.optional
 )

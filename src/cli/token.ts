@@ -11,13 +11,23 @@ import * as Home from "./home.js"
 import * as Io from "./io.js"
 import * as Shared from "./options.js"
 
-const scopes = Options.text("scope").pipe(Options.withDescription("a scope the token grants (repeatable)"), Options.repeated)
+const scopes = Options.text("scope").pipe(
+  Options.withPseudoName("SCOPE"),
+  Options.withDescription("a scope the token grants (repeatable)"),
+  Shared.repeatable
+)
 const expires = Options.text("expires").pipe(
+  Options.withPseudoName("WHEN"),
   Options.withDescription("when it stops working: a duration from now (30d, 12h) or an ISO date (2030-01-01)"),
   Options.optional
 )
-const description = Options.text("description").pipe(Options.withDescription("what it is for"), Options.optional)
+const description = Options.text("description").pipe(
+  Options.withPseudoName("TEXT"),
+  Options.withDescription("what it is for"),
+  Options.optional
+)
 const peer = Options.text("peer").pipe(
+  Options.withPseudoName("ID"),
   Options.withDescription("a token for this peer (replaces its previous token): it resolves to the peer's identity"),
   Options.optional
 )
@@ -137,7 +147,10 @@ const revoke = Command.make(
     })
 ).pipe(Command.withDescription("Revoke an API key, or a peer's token; it stops working at once."))
 
+/** The subcommands, in the order help lists them. */
+export const subcommands = [create, list, revoke] as const
+
 export const command = Command.make("token").pipe(
   Command.withDescription("Manage the bearer tokens of a home."),
-  Command.withSubcommands([create, list, revoke])
+  Command.withSubcommands(subcommands)
 )

@@ -8,7 +8,10 @@ import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
+import { PassThrough } from "node:stream"
 import { fileURLToPath } from "node:url"
+import type * as Io from "../../src/cli/io.js"
+import * as Program from "../../src/cli/program.js"
 
 export const BIN = fileURLToPath(new URL("../../bin/alknet.js", import.meta.url))
 
@@ -196,3 +199,29 @@ export const lastLine = (text: string): string => text.trimEnd().split("\n").at(
 /** The lines of stderr that are not progress ("connecting to …"): a failure must be exactly one. */
 export const errorLines = (stderr: string): ReadonlyArray<string> =>
   stderr.trimEnd().split("\n").filter((line) => line !== "" && !line.startsWith("connecting to "))
+
+/** Streams for an in-process run: captured stdout / stderr, `stdin` (then its end), no colours. */
+export const captureStdio = (stdin = "") => {
+  const text = { stdout: "", stderr: "" }
+  const input = new PassThrough()
+  input.end(stdin)
+  const stdio: Io.Stdio = {
+    out: (t) => void (text.stdout += t),
+    err: (t) => void (text.stderr += t),
+    stdin: input,
+    colors: { out: false, err: false },
+    closed: Effect.never
+  }
+  return { stdio, text }
+}
+
+/**
+ * Run `alknet ARGS` in this process (no child process: for what is not about the process boundary), with its own
+ * streams and an environment of `env` only (not this process's ALKNET_* settings).
+ */
+export const runInProcess = (args: ReadonlyArray<string>, options: RunOptions = {}): Effect.Effect<Result> =>
+  Effect.gen(function*() {
+    const { stdio, text } = captureStdio(options.stdin)
+    const code = yield* Program.run(["node", "alknet", ...args], { stdio, env: options.env ?? {} })
+    return { code, stdout: text.stdout, stderr: text.stderr }
+  })

@@ -200,7 +200,7 @@ layer(HomesLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet h
       expect(noId.code).toBe(2)
       expect(noId.stderr).toContain("--id")
       expect(unknown.code).toBe(2)
-      expect(unknown.stderr).toContain("Invalid subcommand")
+      expect(lastLine(unknown.stderr)).toMatch(/^alknet: unknown command 'frobnicate'; commands: init, node, call/)
       expect(verbose.code).toBe(4)
       expect(verbose.stderr.trim().split("\n").length).toBeGreaterThan(1)
       for (const result of results.slice(0, -1)) expect(result.stderr).not.toMatch(/^\s+at /m)
