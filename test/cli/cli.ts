@@ -225,3 +225,19 @@ export const runInProcess = (args: ReadonlyArray<string>, options: RunOptions = 
     const code = yield* Program.run(["node", "alknet", ...args], { stdio, env: options.env ?? {} })
     return { code, stdout: text.stdout, stderr: text.stderr }
   })
+
+/** {@link runAll}, in-process. */
+export const runAllInProcess = <const Args extends ReadonlyArray<ReadonlyArray<string>>>(
+  ...commands: Args
+): Effect.Effect<{ -readonly [K in keyof Args]: Result }> =>
+  Effect.all(commands.map((args) => runInProcess(args)), { concurrency: "unbounded" }) as any
+
+/** {@link initHome}, in-process. */
+export const initHomeInProcess = (dir: string, name: string, ...flags: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const home = path.join(dir, name)
+    const result = yield* runInProcess(["init", "--home", home, "--json", ...flags])
+    if (result.code !== 0) return yield* Effect.dieMessage(`init failed (${result.code}): ${result.stderr}`)
+    const created = JSON.parse(result.stdout) as { fingerprint: string; mnemonic?: string }
+    return { home, ...created }
+  })

@@ -1,10 +1,12 @@
 /**
- * `alknet node` and the commands that talk to it, as a user runs them: separate processes on loopback. One node
- * (home A, `--demo`, QUIC + WebSocket) serves the whole block; a second home B is a peer's identity. The last test
- * stops the node with SIGTERM.
+ * `alknet node` and the commands that talk to it, as a user runs them on loopback. The node is a separate process
+ * (home A, `--demo`, QUIC + WebSocket) serving the whole block; a second home B is a peer's identity. The commands
+ * run in this process (`Cli.runInProcess`: the same program, output captured), which is another process than the node's:
+ * what one writes to the home's store, the running node picks up. `subscribe` with Ctrl-C is a process of its own
+ * (a signal). The last test stops the node with SIGTERM.
  */
 import { expect, layer } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Fiber, Layer } from "effect"
 import * as Cli from "./cli.js"
 
 class Shared extends Context.Tag("test/cli/Shared")<Shared, {
@@ -16,7 +18,7 @@ const SharedLive = Layer.scoped(
   Shared,
   Effect.gen(function*() {
     const dir = yield* Cli.tempDir
-    const [a, b] = yield* Effect.all([Cli.initHome(dir, "a", "--words", "12"), Cli.initHome(dir, "b")], {
+    const [a, b] = yield* Effect.all([Cli.initHomeInProcess(dir, "a", "--words", "12"), Cli.initHomeInProcess(dir, "b")], {
       concurrency: "unbounded"
     })
     // Room for the drain test on a loaded machine.
@@ -30,7 +32,8 @@ const SharedLive = Layer.scoped(
 const json = (text: string) => JSON.parse(text) as Record<string, any>
 const { errorLines, lastLine } = Cli
 
-layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet node (one running node)", (it) => {
+// Every wait below is for a condition (a line printed, a command's exit); the limits only catch a hang.
+layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet node (one running node)", (it) => {
   it.effect("prints the stable first lines; ls and call node/info with the pinned fingerprint, over QUIC and wss", () =>
     Effect.gen(function*() {
       const { node } = yield* Shared
@@ -38,7 +41,7 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
       expect(node.quic).toMatch(/^quic:\/\/127\.0\.0\.1:\d+$/)
       expect(node.ws).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/)
       const pin = ["--fingerprint", node.fingerprint]
-      const [ls, info, lsJson] = yield* Cli.runAll(
+      const [ls, info, lsJson] = yield* Cli.runAllInProcess(
         ["ls", node.quic, ...pin],
         ["call", node.quic, "node/info", ...pin],
         ["ls", node.ws!, "--json", ...pin]
@@ -61,7 +64,7 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
   it.effect("fails closed without --fingerprint, and on a wrong one", () =>
     Effect.gen(function*() {
       const { node } = yield* Shared
-      const [unpinned, wrong] = yield* Cli.runAll(
+      const [unpinned, wrong] = yield* Cli.runAllInProcess(
         ["call", node.quic, "node/info"],
         ["call", node.quic, "node/info", "--fingerprint", `ed25519:${"0".repeat(64)}`]
       )
@@ -77,11 +80,11 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
     Effect.gen(function*() {
       const { node, peer } = yield* Shared
       const asPeer = ["call", node.quic, "demo/secret", "--home", peer.home, "--fingerprint", node.fingerprint]
-      const before = yield* Cli.run(asPeer)
+      const before = yield* Cli.runInProcess(asPeer)
       expect(before.code).toBe(21)
       expect(lastLine(before.stderr)).toBe("FORBIDDEN: authentication required")
 
-      const added = yield* Cli.run([
+      const added = yield* Cli.runInProcess([
         "peer", "add", "--home", node.home, "--id", "bob", "--fingerprint", peer.fingerprint,
         "--scope", "demo", "--resource", "fs=read", "--display-name", "Bob"
       ])
@@ -89,7 +92,7 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
       expect(added.stdout.trim()).toBe("added peer bob (1 fingerprint; scopes: demo; resources: fs=read)")
 
       // No restart: the node picked the store's change up.
-      const [after, again, listed] = yield* Cli.runAll(
+      const [after, again, listed] = yield* Cli.runAllInProcess(
         asPeer,
         ["peer", "add", "--home", node.home, "--id", "bob"],
         ["peer", "list", "--home", node.home, "--json"]
@@ -108,24 +111,24 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
       }])
 
       // A peer token resolves to the peer, without its key. (Created after the listing, which it would change.)
-      const peerToken = yield* Cli.run(["token", "create", "--home", node.home, "--peer", "bob"])
+      const peerToken = yield* Cli.runInProcess(["token", "create", "--home", node.home, "--peer", "bob"])
       expect(peerToken.code, peerToken.stderr).toBe(0)
-      const withToken = yield* Cli.run([
+      const withToken = yield* Cli.runInProcess([
         "call", node.quic, "node/whoami", "--fingerprint", node.fingerprint, "--token", peerToken.stdout.trim()
       ])
       expect(json(withToken.stdout)).toEqual({ identity: { id: "bob", scopes: ["demo"], resources: { fs: ["read"] } } })
 
       // Disabled, the peer resolves to nothing: at once, again without a restart.
-      const disabled = yield* Cli.run(["peer", "update", "--home", node.home, "--id", "bob", "--disabled"])
+      const disabled = yield* Cli.runInProcess(["peer", "update", "--home", node.home, "--id", "bob", "--disabled"])
       expect(disabled.stdout.trim()).toBe("updated peer bob (1 fingerprint; scopes: demo; resources: fs=read; disabled)")
-      const denied = yield* Cli.run(asPeer)
+      const denied = yield* Cli.runInProcess(asPeer)
       expect(denied.code).toBe(21)
     }))
 
   it.effect("token create, then a call with the token is allowed; revoked, it is not", () =>
     Effect.gen(function*() {
       const { node } = yield* Shared
-      const created = yield* Cli.run(["token", "create", "--home", node.home, "--scope", "demo", "--expires", "30d"])
+      const created = yield* Cli.runInProcess(["token", "create", "--home", node.home, "--scope", "demo", "--expires", "30d"])
       expect(created.code, created.stderr).toBe(0)
       const token = created.stdout.trim()
       const prefix = token.slice(0, 8)
@@ -135,17 +138,17 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
 
       const secret = ["call", node.quic, "demo/secret", "--fingerprint", node.fingerprint]
       const [allowed, listed] = yield* Effect.all([
-        Cli.run(secret, { env: { ALKNET_TOKEN: token } }),
-        Cli.run(["token", "list", "--home", node.home])
+        Cli.runInProcess(secret, { env: { ALKNET_TOKEN: token } }),
+        Cli.runInProcess(["token", "list", "--home", node.home])
       ], { concurrency: "unbounded" })
       expect(allowed.code, allowed.stderr).toBe(0)
       expect(json(allowed.stdout)).toEqual({ secret: "the demo secret", caller: prefix })
       expect(listed.stdout).toMatch(new RegExp(`^api-key\\s+${prefix}\\s+demo\\s+\\d{4}-`, "m"))
       expect(listed.stdout).not.toContain(token)
 
-      const revoked = yield* Cli.run(["token", "revoke", "--home", node.home, prefix])
+      const revoked = yield* Cli.runInProcess(["token", "revoke", "--home", node.home, prefix])
       expect(revoked.stdout.trim()).toBe(`revoked API key ${prefix}`)
-      const denied = yield* Cli.run([...secret, "--token", token])
+      const denied = yield* Cli.runInProcess([...secret, "--token", token])
       expect(denied.code).toBe(21)
     }))
 
@@ -153,7 +156,7 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
     Effect.gen(function*() {
       const { node } = yield* Shared
       const pin = ["--fingerprint", node.fingerprint]
-      const counted = yield* Cli.run(["subscribe", node.quic, "demo/ticks", `{"count":3,"interval_ms":5}`, ...pin])
+      const counted = yield* Cli.runInProcess(["subscribe", node.quic, "demo/ticks", `{"count":3,"interval_ms":5}`, ...pin])
       expect(counted.code, counted.stderr).toBe(0)
       expect(counted.stdout).toBe(`{"n":0}\n{"n":1}\n{"n":2}\n`)
 
@@ -174,7 +177,7 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
     Effect.gen(function*() {
       const { node } = yield* Shared
       const pin = ["--fingerprint", node.fingerprint]
-      const [schema, badJson, unknownOp, badInput, badTimeout, timedOut] = yield* Cli.runAll(
+      const [schema, badJson, unknownOp, badInput, badTimeout, timedOut] = yield* Cli.runAllInProcess(
         ["schema", node.quic, "demo/slow", ...pin],
         ["call", node.quic, "demo/echo", "{oops", ...pin],
         ["call", node.quic, "nope/nothing", ...pin],
@@ -203,22 +206,21 @@ layer(SharedLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet 
     Effect.gen(function*() {
       const { node } = yield* Shared
       const pin = ["--fingerprint", node.fingerprint]
-      const echo = yield* Cli.run(["call", node.quic, "demo/echo", `{"hello":[1,2]}`, ...pin])
+      const echo = yield* Cli.runInProcess(["call", node.quic, "demo/echo", `{"hello":[1,2]}`, ...pin])
       expect(json(echo.stdout)).toEqual({ echo: { hello: [1, 2] }, node: node.fingerprint })
 
       const started = /demo: demo\/slow started \(([0-9a-f-]+)\)/
       const before = node.count("stderr", started)
-      yield* Effect.scoped(Effect.gen(function*() {
-        const slow = yield* Cli.spawnRunning(["call", node.quic, "demo/slow", `{"ms":1500}`, ...pin])
-        const id = (yield* node.waitForNew("stderr", started, before))[1]!
-        yield* node.signal("SIGTERM")
-        expect(yield* slow.exited).toBe(0)
-        expect(json(slow.stdout()).slept_ms).toBeGreaterThanOrEqual(1500)
-        expect(yield* node.exited).toBe(0)
-        expect(node.stderr()).toContain("alknet node: stopping: no new connections, draining open calls")
-        expect(node.stderr()).toMatch(new RegExp(`demo/slow finished after \\d+ ms \\(${id}\\)`))
-        expect(node.stderr()).not.toContain(`demo/slow interrupted (${id})`)
-        expect(node.stderr().trimEnd().endsWith("alknet node: stopped")).toBe(true)
-      }))
+      const slow = yield* Effect.fork(Cli.runInProcess(["call", node.quic, "demo/slow", `{"ms":1500}`, ...pin]))
+      const id = (yield* node.waitForNew("stderr", started, before))[1]!
+      yield* node.signal("SIGTERM")
+      const answered = yield* Fiber.join(slow)
+      expect(answered.code, answered.stderr).toBe(0)
+      expect(json(answered.stdout).slept_ms).toBeGreaterThanOrEqual(1500)
+      expect(yield* node.exited).toBe(0)
+      expect(node.stderr()).toContain("alknet node: stopping: no new connections, draining open calls")
+      expect(node.stderr()).toMatch(new RegExp(`demo/slow finished after \\d+ ms \\(${id}\\)`))
+      expect(node.stderr()).not.toContain(`demo/slow interrupted (${id})`)
+      expect(node.stderr().trimEnd().endsWith("alknet node: stopped")).toBe(true)
     }))
 })
