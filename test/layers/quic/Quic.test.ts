@@ -2,6 +2,7 @@
  * The QUIC endpoint and client over real QUIC on 127.0.0.1 (port 0).
  */
 import { describe, expect, it } from "@effect/vitest"
+import Logger, { LogLevel } from "@matrixai/logger"
 import { QUICClient } from "@matrixai/quic"
 import { randomBytes } from "node:crypto"
 import { Chunk, Deferred, Effect, Either, Exit, Fiber, Option, Ref, Schedule, Scope, Stream } from "effect"
@@ -236,7 +237,9 @@ describe("Quic endpoint", () => {
             host: server.address.host,
             port: server.address.port,
             crypto: { ops: { randomBytes: async (data: ArrayBuffer) => void randomBytes(data.byteLength).copy(Buffer.from(data)) } },
-            config: { verifyPeer: false, applicationProtos: ["test/a"] }
+            config: { verifyPeer: false, applicationProtos: ["test/a"] },
+            // Without a logger of its own the library logs every connection event at INFO on stderr.
+            logger: new Logger("test/raw-client", LogLevel.SILENT)
           })
         ),
         (client) => Effect.promise(() => client.destroy({ force: true }).catch(() => undefined))
