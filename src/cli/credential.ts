@@ -5,7 +5,9 @@
  *
  * A home that keeps no mnemonic reads it from the first line of stdin; `put` then reads the value after it.
  */
-import { Args, Command, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Effect, Layer, Option, Redacted } from "effect"
 import * as CredentialStore from "../services/CredentialStore.js"
 import * as Vault from "../services/Vault.js"

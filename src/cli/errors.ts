@@ -6,7 +6,7 @@
  * here into an {@link ExitCode}. Messages are the errors' own: they never carry secrets (tokens, mnemonics and
  * credential values are `Redacted` everywhere). A defect is `internal error`, with the cause only under `--verbose`.
  */
-import { ValidationError } from "@effect/cli"
+import * as ValidationError from "@effect/cli/ValidationError"
 import { Cause, Data, Exit, Option } from "effect"
 
 /** Exit codes, documented in the README (`alknet` → exit codes). Append only: scripts depend on them. */

@@ -2,14 +2,13 @@
  * Using a node's home from a CLI command: its config, its SQLite stores (shared with a node running on the same home,
  * which picks up every write within milliseconds) and its vault.
  */
-import { NodeFileSystem } from "@effect/platform-node"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Effect, Layer, Option } from "effect"
 import type { Redacted } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
 import * as NodeHome from "../layers/NodeHome.js"
-import * as SqliteStore from "../layers/sqlite/SqliteStore.js"
 import * as CredentialStore from "../services/CredentialStore.js"
 import * as IdentityStore from "../services/IdentityStore.js"
 import * as Vault from "../services/Vault.js"
@@ -23,7 +22,12 @@ export const config = (home: string) =>
 /** The home's stores: `IdentityStore`, `IdentityProvider` and `CredentialStore`, on its SQLite database. */
 export const stores = (home: string) =>
   Layer.unwrapEffect(
-    Effect.map(config(home), (c) => SqliteStore.layer({ filename: NodeHome.databasePath(c.data_dir) }))
+    Effect.zipWith(
+      config(home),
+      // The SQLite stack loads only for the commands that use a home's stores.
+      Effect.promise(() => import("../layers/sqlite/SqliteStore.js")),
+      (c, SqliteStore) => SqliteStore.layer({ filename: NodeHome.databasePath(c.data_dir) })
+    )
   )
 
 /** Run `f` with the home's identity store (peers, API keys). */

@@ -1,7 +1,8 @@
 /**
  * `alknet init`: create a node's home, print its fingerprint and (once) the generated mnemonic.
  */
-import { Command, Options } from "@effect/cli"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Effect, Option, Redacted } from "effect"
 import * as path from "node:path"
 import * as NodeHome from "../layers/NodeHome.js"

@@ -2,7 +2,7 @@
  * The `alknet` program on the process (see `program.ts` for what it does). A SIGINT / SIGTERM interrupts the running
  * command: exit 130, or 0 for `alknet node`, for which that is the normal end.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Exit } from "effect"
 import { signalExitCode } from "./errors.js"
 import { run } from "./program.js"

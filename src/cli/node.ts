@@ -4,7 +4,8 @@
  * The first stdout line is stable for scripts: `alknet node <fingerprint> listening quic://HOST:PORT`, then one
  * such line per other transport (`wss://…`, or `ws://…` with `--ws-plain`). Everything else goes to stderr.
  */
-import { Command, Options } from "@effect/cli"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Effect, Option } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"

@@ -1,7 +1,7 @@
 /**
  * Options several commands share, and the parsers for their values (durations, `host:port`).
  */
-import { Options } from "@effect/cli"
+import * as Options from "@effect/cli/Options"
 import { Config, Duration, Effect, Either, Option, Schema } from "effect"
 import { ListenAddress } from "../schema/Config.js"
 import { DEFAULT_HOME } from "../layers/NodeHome.js"

@@ -4,7 +4,9 @@
  * (a running node picks the change up at once). Entries written here export the peer's operations (`export_as:
  * "external"`): callers of the node reach them by plain name (any peer serving it) or `ID/ns/op` (that peer).
  */
-import { Args, Command, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Effect, Either, Option, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import * as NodeHome from "../layers/NodeHome.js"

@@ -2,7 +2,8 @@
  * `alknet peer add|update|remove|list`: the peers of a home, in its SQLite store. A node running on the same home
  * picks every change up within milliseconds, without a restart.
  */
-import { Command, Options } from "@effect/cli"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Effect, Either, Option, Schema } from "effect"
 import { formatError } from "../schema/Config.js"
 import { PeerEntry } from "../schema/PeerEntry.js"

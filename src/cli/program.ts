@@ -8,9 +8,11 @@
  * stands; @effect/cli's own output (help, its parse errors) is tidied on the way out: no colours off a terminal or with
  * NO_COLOR, usage shown as `$ alknet peer add …`, errors prefixed `alknet:`.
  */
-import { AutoCorrect, CliConfig, Command } from "@effect/cli"
+import * as AutoCorrect from "@effect/cli/AutoCorrect"
+import * as CliConfig from "@effect/cli/CliConfig"
+import * as Command from "@effect/cli/Command"
 import type { Usage } from "@effect/cli"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Cause, ConfigProvider, Console, Effect, Either, Exit, identity, Layer, Logger, LogLevel, Option } from "effect"
 import { inspect } from "node:util"
 import packageJson from "../../package.json" with { type: "json" }

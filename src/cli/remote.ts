@@ -6,7 +6,9 @@
  * pinned: without one the connection fails closed (SPEC §3). Connecting retries `--retries` times when nothing
  * answers, with progress on stderr.
  */
-import { Args, Command, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Config, Effect, Option, Redacted, Schema, Stream } from "effect"
 import { compact } from "../internal/compact.js"
 import type * as Client from "./client.js"

@@ -3,7 +3,7 @@
  * home's own key, pinning its fingerprint). The node says where it listens in `HOME/node.run.json`, written when it
  * starts serving and removed when it stops.
  */
-import { Command } from "@effect/cli"
+import * as Command from "@effect/cli/Command"
 import { Effect, Option, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"

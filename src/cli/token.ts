@@ -3,7 +3,9 @@
  * prefix is the id; it has scopes and may expire); a peer token (`--peer ID`) resolves to that peer. Only hashes are
  * stored; a new token is printed once, alone on stdout, so `TOKEN=$(alknet token create …)` works.
  */
-import { Args, Command, Options } from "@effect/cli"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
 import { Clock, DateTime, Duration, Effect, Option, Redacted } from "effect"
 import * as IdentityStore from "../services/IdentityStore.js"
 import { CliError, usage } from "./errors.js"

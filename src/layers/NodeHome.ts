@@ -13,9 +13,8 @@
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Data, Effect, Layer, Redacted } from "effect"
-import * as Tls from "../services/Tls.js"
 import * as Vault from "../services/Vault.js"
-import * as SqliteStore from "./sqlite/SqliteStore.js"
+import type * as SqliteStore from "./sqlite/SqliteStore.js"
 
 export const CONFIG_FILE = "config.json"
 export const MNEMONIC_FILE = "mnemonic"
@@ -88,6 +87,8 @@ export const init = (options: InitOptions) =>
       yield* vault.unlock(options.mnemonic)
     }
     const key = yield* Vault.nodeIdentity
+    // Loaded here, not with the module: the CLI reads paths from this module on every command.
+    const Tls = yield* Effect.promise(() => import("../services/Tls.js"))
     const fingerprint = Tls.ed25519Fingerprint(key.publicKey)
     const mnemonic = generated ?? options.mnemonic!
 
@@ -99,7 +100,8 @@ export const init = (options: InitOptions) =>
       })
     }
     // The store is created (and migrated) now, so a fresh home is complete before the node first runs.
-    yield* Effect.scoped(Layer.build(SqliteStore.layer({ filename: databasePath(path.join(home, "data")) })))
+    const Sqlite: typeof SqliteStore = yield* Effect.promise(() => import("./sqlite/SqliteStore.js"))
+    yield* Effect.scoped(Layer.build(Sqlite.layer({ filename: databasePath(path.join(home, "data")) })))
     // The config file is written last: its presence is what makes the directory a home.
     yield* Effect.tryPromise({
       try: () => fs.writeFile(configPath(home), `${JSON.stringify(options.config ?? {}, null, 2)}\n`, { flag: "wx" }),
