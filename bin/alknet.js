@@ -50,6 +50,8 @@ const bundled = async () => {
     if (fs.existsSync(main)) return main
   }
   try {
+    // A build takes seconds (much more on a busy machine): say why nothing happens yet.
+    process.stderr.write("alknet: building the CLI bundle (first run after a change)…\n")
     const { build } = await import("esbuild")
     const temp = `${dir}.${process.pid}.tmp`
     await build({
