@@ -53,11 +53,21 @@ export const RateLimits = Schema.Struct({
   /** Concurrent connections accepted from one IP address. */
   max_connections_per_ip: Schema.optionalWith(PositiveInt, { default: () => 100, exact: true }),
   /** Failed token resolutions on one connection before it is closed. */
-  max_auth_attempts: Schema.optionalWith(PositiveInt, { default: () => 5, exact: true })
+  max_auth_attempts: Schema.optionalWith(PositiveInt, { default: () => 5, exact: true }),
+  /**
+   * Failed authentications (a bearer token on a WebSocket upgrade or a request's `auth_token` that resolves to nobody)
+   * from one address within `auth_failure_window_ms` before that address is refused for `auth_block_ms`. An IPv6
+   * address counts with its /64.
+   */
+  max_auth_failures_per_ip: Schema.optionalWith(PositiveInt, { default: () => 10, exact: true }),
+  /** The sliding window `max_auth_failures_per_ip` is counted over. */
+  auth_failure_window_ms: Schema.optionalWith(PositiveInt, { default: () => 60_000, exact: true }),
+  /** How long an address that reached `max_auth_failures_per_ip` is refused (new connections and upgrades). */
+  auth_block_ms: Schema.optionalWith(PositiveInt, { default: () => 300_000, exact: true })
 }).annotations({ identifier: "RateLimits" })
 export type RateLimits = typeof RateLimits.Type
 
-export const defaultRateLimits: RateLimits = { max_connections_per_ip: 100, max_auth_attempts: 5 }
+export const defaultRateLimits: RateLimits = Schema.decodeSync(RateLimits)({})
 
 export const StaticConfig = Schema.Struct({
   listen: Schema.optionalWith(ListenAddress, { default: () => ({ host: "127.0.0.1", port: 4433 }), exact: true }),

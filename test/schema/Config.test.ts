@@ -15,7 +15,13 @@ describe("Config schema", () => {
       data_dir: "data",
       peers: [],
       api_keys: [],
-      rate_limits: { max_connections_per_ip: 100, max_auth_attempts: 5 },
+      rate_limits: {
+        max_connections_per_ip: 100,
+        max_auth_attempts: 5,
+        max_auth_failures_per_ip: 10,
+        auth_failure_window_ms: 60_000,
+        auth_block_ms: 300_000
+      },
       list_peers: false,
       outbound: []
     })
@@ -58,7 +64,7 @@ describe("Config schema", () => {
       api_keys: [{ prefix: "alk_AB-_", hash, scopes: ["read"], expires_at: "2030-01-01T00:00:00Z" }]
     })))
     expect(config.listen).toEqual({ host: "::1", port: 9000 })
-    expect(config.rate_limits).toEqual({ max_connections_per_ip: 100, max_auth_attempts: 3 })
+    expect(config.rate_limits).toEqual({ ...Config.defaultRateLimits, max_auth_attempts: 3 })
     expect(config.peers[0]).toEqual({
       peer_id: "w-1",
       fingerprints: [fp("a"), `SHA256:${"b".repeat(64)}`],

@@ -4,6 +4,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as ConfigFile from "../../../src/layers/ConfigFile.js"
 import { ApiKeyEntry } from "../../../src/schema/ApiKeyEntry.js"
+import { defaultRateLimits } from "../../../src/schema/Config.js"
 import { PeerEntry } from "../../../src/schema/PeerEntry.js"
 import { IdentityProvider } from "../../../src/services/IdentityProvider.js"
 import { NodeConfig } from "../../../src/services/NodeConfig.js"
@@ -71,7 +72,7 @@ describe("ConfigFile", () => {
       expect(config.tls).toEqual({ type: "x509", cert_file: path.join(dir, "c.pem"), key_file: "/abs/k.pem" })
       expect(config.listen).toEqual({ host: "127.0.0.1", port: 4433 })
       expect(config.drain_timeout_ms).toBe(2000)
-      expect(config.rate_limits).toEqual({ max_connections_per_ip: 100, max_auth_attempts: 5 })
+      expect(config.rate_limits).toEqual(defaultRateLimits)
     }))
 
   it.scoped("a missing or invalid file at start fails the layer with a ConfigError naming the problem", () =>
@@ -96,7 +97,7 @@ describe("ConfigFile", () => {
       expect(idOf(yield* provider.resolveFingerprint(ed25519(1)))).toBeUndefined()
       expect(idOf(yield* provider.resolveFingerprint(ed25519(2)))).toBe("b")
       const dynamic = yield* Effect.flatMap(config, (c) => c.dynamic)
-      expect(dynamic.rate_limits).toEqual({ max_connections_per_ip: 3, max_auth_attempts: 5 })
+      expect(dynamic.rate_limits).toEqual({ ...defaultRateLimits, max_connections_per_ip: 3 })
     }))
 
   it.scoped("a file replaced by rename (write-temp-then-rename) is picked up, again and again", () =>
