@@ -10,7 +10,10 @@
  *
  * Who is calling is resolved from the store first, then from the config file's `peers` / `api_keys`; both change
  * while the node runs. Rate limits come from the live config: `max_connections_per_ip` gates each connection,
- * `max_auth_attempts` closes a connection after that many bad tokens.
+ * `max_auth_attempts` closes a connection after that many bad tokens, and an address with
+ * `max_auth_failures_per_ip` failed authentications (bad upgrade bearer tokens, bad `auth_token`s) within
+ * `auth_failure_window_ms` is refused for `auth_block_ms`: QUIC connections are closed at admission, WebSocket
+ * upgrades answered HTTP 429 — whoever connects from that address, good clients included.
  *
  * Built-in operations, beside the discovery ones: `node/info`, `node/ping`, `node/whoami`.
  *
@@ -225,7 +228,16 @@ export const make = (
       extendEnv: graph.extendEnv,
       authenticator: firstOf(store, fromConfig),
       maxAuthAttempts: Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts),
-      admit: (connection) => limiter.acquireConnection(connection.remoteAddress.host)
+      // An address in its auth-failure cooldown is refused quietly (the limiter logged the block once).
+      admit: (connection) =>
+        Effect.zipRight(
+          Effect.mapError(limiter.checkAddress(connection.remoteAddress.host), (blocked) => ({
+            message: blocked.message,
+            logged: true
+          })),
+          limiter.acquireConnection(connection.remoteAddress.host)
+        ),
+      onAuthFailure: (connection) => limiter.recordAuthFailure(connection.remoteAddress.host)
     }
 
     const listen = options.listen ?? config.static.listen
@@ -245,6 +257,12 @@ export const make = (
         port: options.webSocket.port,
         ...(secure ? { identity } : {}),
         onConnection: CallProtocol.webSocketHandler(serve),
+        admitUpgrade: (remote) =>
+          Effect.mapError(limiter.checkAddress(remote.host), (blocked) => ({
+            status: 429,
+            message: blocked.message,
+            retryAfterMs: blocked.retryAfterMs
+          })),
         drainTimeout
       }).pipe(Effect.mapError(fail("Listen")))
       transports.push({ kind: secure ? "wss" : "ws", address: listener.url })

@@ -12,7 +12,9 @@
  *   WebSocket a bearer token on the upgrade, when it resolves, is the connection's identity instead;
  * - a request's `auth_token` that resolves replaces the connection identity for that request only; one that does not
  *   falls back to it and counts as a failed attempt: at `maxAuthAttempts` the connection is closed;
- * - an optional connection gate (`admit`, e.g. the per-IP connection limit) runs before anything is served.
+ * - an optional connection gate (`admit`, e.g. the per-IP connection limit) runs before anything is served;
+ * - `onAuthFailure` hears of every failed authentication (an upgrade bearer token that resolves to nobody, once per
+ *   connection; each request `auth_token` that resolves to nobody), e.g. to count failures per remote address.
  *
  * The connection is symmetric: `onConnection` receives the engine connection, so the node can call back the peer
  * that called it (the peer graph uses this).
@@ -58,7 +60,15 @@ export interface ServeOptions {
    * Gate run before serving, in the connection's scope (e.g. take a per-IP permit held for the connection's life).
    * A failure refuses the connection: it is logged and closed.
    */
-  readonly admit?: (info: ConnectionInfo) => Effect.Effect<void, { readonly message: string }, Scope.Scope>
+  readonly admit?: (
+    info: ConnectionInfo
+  ) => Effect.Effect<void, { readonly message: string; /** the gate logged it already */ readonly logged?: boolean }, Scope.Scope>
+  /**
+   * Called on every failed authentication on the connection: the WebSocket upgrade's bearer token resolving to nobody
+   * (once, when the connection starts) and each request `auth_token` resolving to nobody (e.g. the node counts them per
+   * remote address: `RateLimiter.recordAuthFailure`).
+   */
+  readonly onAuthFailure?: (info: ConnectionInfo) => Effect.Effect<void>
   /** Extend every handler's `ctx.env` (the peer graph adds its routing and `invokePeer`; see `Dispatcher.Options`). */
   readonly extendEnv?: Connection.Options["extendEnv"]
   /** Runs alongside the served connection (e.g. to import the peer's operations or call it back). */
@@ -78,11 +88,19 @@ export const serve = (
     if (options.admit !== undefined) {
       const admitted = yield* Effect.either(options.admit(info))
       if (admitted._tag === "Left") {
-        yield* Effect.logWarning(`connection refused: ${admitted.left.message}`)
+        if (admitted.left.logged !== true) yield* Effect.logWarning(`connection refused: ${admitted.left.message}`)
         return yield* transport.close
       }
     }
     const authenticator = options.authenticator
+    const onAuthFailure = options.onAuthFailure
+    const resolveToken = authenticator === undefined || onAuthFailure === undefined
+      ? authenticator?.resolveToken
+      : (token: Redacted.Redacted<string>) =>
+        Effect.tap(authenticator.resolveToken(token), (resolved) => Option.isNone(resolved) ? onAuthFailure(info) : Effect.void)
+    if (authenticator !== undefined && onAuthFailure !== undefined && Option.isSome(upgradeToken)) {
+      if (Option.isNone(yield* authenticator.resolveToken(upgradeToken.value))) yield* onAuthFailure(info)
+    }
     const byFingerprint = authenticator === undefined || Option.isNone(info.peerFingerprint)
       ? none
       : authenticator.resolveFingerprint(info.peerFingerprint.value)
@@ -95,7 +113,7 @@ export const serve = (
     const connection = yield* Connection.make(transport, {
       source: options.source,
       identity,
-      ...(authenticator === undefined ? {} : { resolveToken: authenticator.resolveToken }),
+      ...(resolveToken === undefined ? {} : { resolveToken }),
       ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts }),
       ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout }),
       ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv })

@@ -8,6 +8,8 @@
  *   carries no fingerprints.
  * - A bearer token may come on the upgrade request (`Authorization: Bearer …`); the listener hands it to the
  *   connection handler, which resolves it as the connection's identity.
+ * - An optional gate (`admitUpgrade`) runs before each upgrade: a refused client gets a plain HTTP answer (e.g. 429
+ *   with `Retry-After` for an address in its auth-failure cooldown) and never a WebSocket.
  * - The client verifies the server exactly like the QUIC client: a pinned fingerprint must match (checked after the
  *   TLS handshake and before a single byte of HTTP — so the bearer token never reaches an impostor); without a pin
  *   the certificate must pass CA verification for the host name; an unknown self-signed identity fails closed.
@@ -15,6 +17,7 @@
 import * as Https from "node:https"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import type { Duplex } from "node:stream"
 import * as Tls from "node:tls"
 import { Duration, Effect, FiberSet, Option, Redacted } from "effect"
 import type { Scope } from "effect"
@@ -47,6 +50,34 @@ export interface ListenOptions {
   readonly maxFrameBytes?: number
   /** On close, how long open calls may finish before the sockets are closed (default 2 s). */
   readonly drainTimeout?: Duration.DurationInput
+  /**
+   * Checked before each upgrade, with the client's address (e.g. an address in its cooldown after too many failed
+   * authentications): a refusal is answered with its HTTP status (e.g. 429), its message and `Retry-After`, and no
+   * WebSocket is opened.
+   */
+  readonly admitUpgrade?: (remoteAddress: Address) => Effect.Effect<void, UpgradeRefused>
+}
+
+/** Why an upgrade is refused, as the HTTP answer says it. */
+export interface UpgradeRefused {
+  readonly status: number
+  readonly message: string
+  /** Sent as `Retry-After` (rounded up to seconds). */
+  readonly retryAfterMs?: number
+}
+
+/** Answer an upgrade request with an HTTP error and close the socket. */
+const refuseUpgrade = (socket: Duplex, refused: UpgradeRefused) => {
+  const body = `${refused.message}\n`
+  const headers = [
+    `HTTP/1.1 ${refused.status} ${Http.STATUS_CODES[refused.status] ?? "Refused"}`,
+    "Connection: close",
+    "Content-Type: text/plain; charset=utf-8",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    ...(refused.retryAfterMs === undefined ? [] : [`Retry-After: ${Math.ceil(refused.retryAfterMs / 1000)}`])
+  ]
+  socket.once("finish", () => socket.destroy())
+  socket.end(`${headers.join("\r\n")}\r\n\r\n${body}`)
 }
 
 export interface Listener {
@@ -120,7 +151,13 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
     }
 
     server.on("upgrade", (request, socket, head) => {
-      wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request))
+      const upgrade = () => wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request))
+      if (options.admitUpgrade === undefined) return upgrade()
+      const remoteAddress = { host: request.socket.remoteAddress ?? "", port: request.socket.remotePort ?? 0 }
+      runFork(Effect.match(options.admitUpgrade(remoteAddress), {
+        onFailure: (refused) => refuseUpgrade(socket, refused),
+        onSuccess: () => (socket.destroyed ? undefined : upgrade())
+      }))
     })
 
     const address = yield* Effect.async<Address, EndpointError.EndpointError>((resume) => {
@@ -310,8 +347,9 @@ export const connect = (url: string, options: ConnectOptions = {}): Effect.Effec
         })
         ws.once("unexpected-response", (_req, res) =>
           fail(EndpointError.make(
-            res.statusCode === 401 || res.statusCode === 403 ? "Rejected" : "Connect",
-            `server ${target} refused the WebSocket upgrade: HTTP ${res.statusCode}`
+            res.statusCode === 401 || res.statusCode === 403 || res.statusCode === 429 ? "Rejected" : "Connect",
+            `server ${target} refused the WebSocket upgrade: HTTP ${res.statusCode}` +
+              (res.headers["retry-after"] === undefined ? "" : ` (retry after ${res.headers["retry-after"]} s)`)
           )))
         ws.once("error", (error) => fail(EndpointError.make("Connect", `cannot connect to ${target}: ${error.message}`)))
         return Effect.sync(() => {
