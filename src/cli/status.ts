@@ -1,6 +1,7 @@
 /**
  * `alknet status --home DIR`: ask the node running from a home how it is, by calling its `node/info` (presenting the
- * home's own key, pinning its fingerprint). The node says where it listens in `HOME/node.run.json`, written when it
+ * home's own key, pinning its fingerprint). The node's own key holds `alknet:admin`, which `node/info` needs to tell
+ * its uptime, transports and outbound peers. The node says where it listens in `HOME/node.run.json`, written when it
  * starts serving and removed when it stops.
  */
 import * as Command from "@effect/cli/Command"
@@ -72,6 +73,14 @@ export const command = Command.make(
         retries: 0
       })
       const output = yield* connection.call("node/info", {})
+      // A node tells its uptime, transports and peers only to an alknet:admin caller; its own key is one.
+      if (typeof output !== "object" || output === null || !("peers" in output)) {
+        return yield* new CliError({
+          code: "CallForbidden",
+          message: `the node running from ${home} did not grant this home's key alknet:admin (its TLS identity is ` +
+            `not the key status presented: with "tls": {"type": "self_signed"} it changes on every start)`
+        })
+      }
       if (o.json) return yield* Io.json(output)
       const info = yield* Schema.decodeUnknown(Info)(output).pipe(
         Effect.mapError((e) => new CliError({ code: "Internal", message: `unexpected node/info output: ${e.message}` }))

@@ -17,6 +17,12 @@
  *
  * Built-in operations, beside the discovery ones: `node/info`, `node/ping`, `node/whoami`.
  *
+ * A caller sees only what it could call; the node's internals need the scope `alknet:admin` (`ADMIN_SCOPE`):
+ * `node/info` answers `{id, fingerprint, version}` to everyone else, and uptime, transports and outbound peers (with
+ * addresses, states and last errors) only to an admin; `services/list-peers` shows an admin every operation of every
+ * peer, everyone else only the External ones whose access control they meet. The node's own key is an admin (the CLI
+ * run with the node's `--home`, e.g. `alknet status`); grant the scope to other peers or API keys in their `scopes`.
+ *
  * Every node owns a peer graph (`PeerCompositeEnv`) over its registry: handlers' `ctx.env` routes through it, and
  * the node keeps a reconnecting link to each outbound peer of the live config (plus `Options.connect`). Operations a
  * peer is imported with `export_as: "external"` are served on the wire under two names:
@@ -48,7 +54,7 @@ import * as RateLimit from "../services/RateLimit.js"
 import * as Tls from "../services/Tls.js"
 import * as Vault from "../services/Vault.js"
 import type { Config, OutboundPeer } from "../schema/Config.js"
-import { Identity } from "../schema/Identity.js"
+import { ADMIN_SCOPE, Identity, isAdmin } from "../schema/Identity.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as NodeHome from "./NodeHome.js"
 import * as Quic from "./quic/Quic.js"
@@ -73,11 +79,17 @@ export interface Transport {
   readonly address: string
 }
 
-/** What `node/info` answers. */
-export const NodeInfo = Schema.Struct({
+/** What `node/info` answers a caller without `alknet:admin` (anonymous included): who the node is, nothing more. */
+export const PublicNodeInfo = Schema.Struct({
   id: Schema.String,
   fingerprint: Schema.String,
-  version: Schema.String,
+  version: Schema.String
+})
+export type PublicNodeInfo = typeof PublicNodeInfo.Type
+
+/** What `node/info` answers a caller with `alknet:admin` (and what `Node.info` returns in process). */
+export const NodeInfo = Schema.Struct({
+  ...PublicNodeInfo.fields,
   uptime_ms: Schema.Number,
   transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss"), address: Schema.String })),
   /** The outbound peers and how they are doing. */
@@ -128,10 +140,14 @@ const WhoAmI = Schema.Struct({ identity: Schema.NullOr(Identity) })
 const builtins = (info: Effect.Effect<NodeInfo>): ReadonlyArray<HandlerRegistration> => [
   Operation.query({
     name: "node/info",
-    description: "This node: id, fingerprint, version, uptime and where it listens.",
+    description: "This node: id, fingerprint and version; with the scope alknet:admin also its uptime, where it " +
+      "listens and its outbound peers.",
     input: Schema.Unknown,
-    output: NodeInfo,
-    handler: () => info
+    output: Schema.Union(NodeInfo, PublicNodeInfo),
+    handler: (_, ctx) =>
+      isAdmin(ctx.identity)
+        ? info
+        : Effect.map(info, ({ fingerprint, id, version }): PublicNodeInfo => ({ id, fingerprint, version }))
   }),
   Operation.query({
     name: "node/ping",
@@ -167,6 +183,23 @@ const firstOf = (...providers: ReadonlyArray<IdentityProvider.Service>): CallPro
     resolveToken: (token) => first((p) => p.resolveToken(token))
   }
 }
+
+/**
+ * The node's own key is its owner (the CLI run with the node's `--home` presents it): it resolves to `alknet:admin`,
+ * added to whatever the providers grant that fingerprint (or as `{id: fingerprint}` when they know nothing of it).
+ */
+const withOwner = (fingerprint: string, authenticator: CallProtocol.Authenticator): CallProtocol.Authenticator => ({
+  resolveFingerprint: (presented) =>
+    presented !== fingerprint
+      ? authenticator.resolveFingerprint(presented)
+      : Effect.map(authenticator.resolveFingerprint(presented), (found) =>
+        Option.some(Option.match(found, {
+          onNone: (): Identity => ({ id: fingerprint, scopes: [ADMIN_SCOPE], resources: {} }),
+          onSome: (identity): Identity =>
+            identity.scopes.includes(ADMIN_SCOPE) ? identity : { ...identity, scopes: [...identity.scopes, ADMIN_SCOPE] }
+        }))),
+  resolveToken: authenticator.resolveToken
+})
 
 /** The TLS identity a config names: the vault's node key unless it names another (also a client's, e.g. the CLI's). */
 export const tlsIdentityOf = (tls: Config["tls"]): Effect.Effect<Tls.TlsIdentity, NodeError, Vault.Vault> =>
@@ -223,10 +256,11 @@ export const make = (
     const graph = yield* Composite.make(registry.source, { listPeers: config.static.list_peers })
     // Discovery describes what is served: the node's own operations and the peers' exported ones.
     const served = Discovery.withDiscovery(graph.source)
+    const authenticator = withOwner(credentials.fingerprint, firstOf(store, fromConfig))
     const serve: CallProtocol.ServeOptions = {
       source: served,
       extendEnv: graph.extendEnv,
-      authenticator: firstOf(store, fromConfig),
+      authenticator,
       maxAuthAttempts: Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts),
       // An address in its auth-failure cooldown is refused quietly (the limiter logged the block once).
       admit: (connection) =>

@@ -5,6 +5,10 @@
  * Lookups are served from indexes rebuilt when an overlay comes or goes (rare), so routing a call costs a few map
  * reads. Calls routed through the graph run through its own dispatcher (`invokeRegistration`): the child gets the
  * authority switch, fresh metadata, the parent's deadline and abort policy, exactly as `ctx.env.invoke` on the base.
+ *
+ * `services/list-peers` follows the rule of `services/list`: a caller sees only what it could call (External
+ * operations whose access control it meets, the node's own or a peer's; a peer with none is left out); a caller with
+ * `alknet:admin` sees every operation of every connected peer, Internal imports included.
  */
 import { Deferred, Effect, FiberId, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
@@ -12,6 +16,7 @@ import * as Dispatcher from "../call/Dispatcher.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as AdapterError from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
+import { isAdmin } from "../schema/Identity.js"
 import { OperationSummary } from "../schema/OperationSpec.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration, InvokeOptions, OperationContext } from "../services/Operation.js"
@@ -136,18 +141,19 @@ export const make = (base: OperationSource, options: Options = {}): Effect.Effec
       ...(options.listPeersAccess === undefined ? {} : { access: options.listPeersAccess }),
       handler: (_, ctx) =>
         Effect.sync(() => {
+          // A caller sees what it could call: External operations whose access control it meets. An admin sees the
+          // graph: every operation of every connected peer, Internal imports included.
+          const admin = isAdmin(ctx.identity)
+          const callable = (registration: HandlerRegistration) =>
+            registration.spec.visibility === "external" &&
+            Operation.check(registration.spec.accessControl, ctx.identity) === undefined
           const local: Array<OperationSummary> = []
-          for (const registration of base.list()) {
-            if (
-              registration.spec.visibility === "external" &&
-              Operation.check(registration.spec.accessControl, ctx.identity) === undefined
-            ) local.push(summary(registration))
-          }
-          if (options.listPeers === true) local.push(summary(listPeers))
-          const remote = [...peers.values()].filter(connected).map((state) => ({
-            peer_id: state.id,
-            operations: operationsOf(state).map(summary)
-          }))
+          for (const registration of base.list()) if (callable(registration)) local.push(summary(registration))
+          if (options.listPeers === true && callable(listPeers)) local.push(summary(listPeers))
+          const remote = [...peers.values()].filter(connected).flatMap((state) => {
+            const operations = operationsOf(state).filter((registration) => admin || callable(registration))
+            return operations.length === 0 && !admin ? [] : [{ peer_id: state.id, operations: operations.map(summary) }]
+          })
           return { peers: [{ peer_id: "local", operations: local }, ...remote] }
         })
     })

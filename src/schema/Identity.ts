@@ -3,7 +3,7 @@
  *
  * `resources` maps a resource type to the actions granted on it, e.g. `{ "container": ["exec", "read"] }`.
  */
-import { Schema } from "effect"
+import { Option, Schema } from "effect"
 
 export const Identity = Schema.Struct({
   id: Schema.String,
@@ -17,3 +17,15 @@ export const make = (
   id: string,
   options: { readonly scopes?: ReadonlyArray<string>; readonly resources?: Record<string, ReadonlyArray<string>> } = {}
 ): Identity => ({ id, scopes: options.scopes ?? [], resources: options.resources ?? {} })
+
+/**
+ * The scope that lets a caller see a node's internals: `node/info` with its transports and outbound peers (addresses,
+ * states, last errors) and, in `services/list-peers`, every operation of every peer. Without it a caller sees only
+ * what it could call. A node grants it to its own key (the CLI run with the node's `--home`), and to any peer or API
+ * key whose `scopes` list it.
+ */
+export const ADMIN_SCOPE = "alknet:admin"
+
+/** Whether the identity holds `ADMIN_SCOPE`. */
+export const isAdmin = (identity: Option.Option<Identity>): boolean =>
+  Option.isSome(identity) && identity.value.scopes.includes(ADMIN_SCOPE)

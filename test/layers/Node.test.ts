@@ -5,6 +5,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as Node from "../../src/layers/Node.js"
 import * as NodeHome from "../../src/layers/NodeHome.js"
+import { ADMIN_SCOPE } from "../../src/schema/Identity.js"
 import * as CallClient from "../../src/services/CallClient.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
 import * as Operation from "../../src/services/Operation.js"
@@ -43,9 +44,12 @@ describe("Node", () => {
           identity: Tls.RawKey(clientSeed),
           expectedFingerprint: node.fingerprint
         })
-        const info = (yield* client.call("node/info", {})) as Node.NodeInfo
-        expect(info.fingerprint).toBe(node.fingerprint)
-        expect(info.transports).toEqual(node.transports)
+        // Anonymous: who the node is, nothing about where it listens or whom it talks to.
+        expect(yield* client.call("node/info", {})).toEqual({
+          id: node.fingerprint,
+          fingerprint: node.fingerprint,
+          version: Node.VERSION
+        })
         expect(yield* client.call("node/whoami", {})).toEqual({ identity: null })
         const denied = yield* Effect.flip(client.call("demo/hello", { name: "x" }))
         expect(denied.code).toBe("FORBIDDEN")
@@ -62,6 +66,17 @@ describe("Node", () => {
         expect(yield* client.call("node/whoami", {})).toEqual({
           identity: { id: "alice", scopes: ["demo"], resources: {} }
         })
+        // A peer granted alknet:admin sees the node's internals too.
+        yield* store.putPeer({
+          peer_id: "alice",
+          fingerprints: [clientFingerprint],
+          scopes: [ADMIN_SCOPE],
+          resources: {},
+          enabled: true
+        })
+        const info = (yield* client.call("node/info", {})) as Node.NodeInfo
+        expect(info.transports).toEqual(node.transports)
+        expect(info.peers).toEqual([])
         yield* store.removePeer("alice")
       }
     }).pipe(
@@ -71,6 +86,32 @@ describe("Node", () => {
         operations: [hello],
         webSocket: { host: "127.0.0.1", port: 0 }
       }))
+    ))
+
+  it.live("the node's own key (the CLI with --home) is an admin: node/info in full, whoami says alknet:admin", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      const key = yield* Vault.nodeIdentity
+      const own = yield* CallClient.connect(node.transports[0]!.address, {
+        identity: Tls.RawKey(key.privateKey),
+        expectedFingerprint: node.fingerprint
+      })
+      expect(yield* own.call("node/whoami", {})).toEqual({
+        identity: { id: node.fingerprint, scopes: [ADMIN_SCOPE], resources: {} }
+      })
+      const info = (yield* own.call("node/info", {})) as Node.NodeInfo
+      expect(info).toMatchObject({ id: node.fingerprint, transports: node.transports, peers: [] })
+      expect(info.uptime_ms).toBeGreaterThanOrEqual(0)
+      // What the stores grant the same key is kept, the admin scope added.
+      const store = yield* IdentityStore.IdentityStore
+      yield* store.putPeer({ peer_id: "me", fingerprints: [node.fingerprint], scopes: ["demo"], resources: {}, enabled: true })
+      expect(yield* own.call("node/whoami", {})).toEqual({
+        identity: { id: "me", scopes: ["demo", ADMIN_SCOPE], resources: {} }
+      })
+      expect(yield* own.call("demo/hello", { name: "me" })).toBe("hello, me")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Node.layerMemory({ mnemonic: MNEMONIC, operations: [hello] }))
     ))
 
   it.live("a home node: init, then run from the home with SQLite stores and the mnemonic file", () =>

@@ -6,6 +6,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Option, Schema, Scope } from "effect"
 import * as Composite from "../../src/peer/Composite.js"
+import * as Identity from "../../src/schema/Identity.js"
+import { ADMIN_SCOPE } from "../../src/schema/Identity.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
 import * as PeerCompositeEnv from "../../src/services/PeerCompositeEnv.js"
@@ -92,14 +94,14 @@ describe("PeerCompositeEnv", () => {
       expect(yield* call("svc/op", "a")).toBe("new")
     }))
 
-  it.scoped("services/list-peers lists local and peer operations with their op types", () =>
+  it.scoped("services/list-peers: an admin sees every operation of every peer, with their op types", () =>
     Effect.gen(function*() {
       const { graph } = yield* setup
       yield* graph.add("a", [
         Operation.subscription({ name: "svc/tail", input: Schema.Unknown, output: Schema.Unknown, handler: () => Effect.never as never })
           .with({ provenance: "FromCall" })
       ])
-      const listed = yield* graph.call("services/list-peers", {})
+      const listed = yield* graph.call("services/list-peers", {}, { identity: Identity.make("ops", { scopes: [ADMIN_SCOPE] }) })
       expect(listed).toEqual({
         peers: [
           {
@@ -116,5 +118,42 @@ describe("PeerCompositeEnv", () => {
         ]
       })
       expect(Option.isSome(Option.fromNullable(graph.source.lookup("services/list-peers")))).toBe(true)
+    }))
+
+  it.scoped("services/list-peers: anyone else sees only what it could call, like services/list", () =>
+    Effect.gen(function*() {
+      const { graph } = yield* setup
+      const guarded = (name: string) =>
+        Operation.query({ name, input: Schema.Unknown, output: Schema.String, access: { requiredScopes: ["ops"] }, handler: () => Effect.succeed(name) })
+      const exported = { provenance: "FromCall", visibility: "external" } as const
+      yield* graph.add("a", [
+        local("svc/open", "a").with(exported),
+        guarded("svc/guarded").with(exported),
+        leaf("svc/internal", "a") // an Internal import: no caller can reach it from the wire
+      ])
+      yield* graph.add("b", [leaf("svc/hidden", "b"), guarded("svc/guarded-b").with(exported)])
+      type Listing = { peers: Array<{ peer_id: string; operations: Array<{ name: string }> }> }
+      const names = (listing: unknown) =>
+        (listing as Listing).peers.map((p) => [p.peer_id, p.operations.map((o) => o.name)] as const)
+
+      // Anonymous: the open export only; b offers it nothing and is left out (its id is not disclosed).
+      expect(names(yield* graph.call("services/list-peers", {}))).toEqual([
+        ["local", ["services/list", "services/schema", "node/info", "app/call", "services/list-peers"]],
+        ["a", ["svc/open"]]
+      ])
+      // With the scope the guarded exports need: those too, never the Internal imports.
+      expect(names(yield* graph.call("services/list-peers", {}, { identity: Identity.make("w", { scopes: ["ops"] }) })))
+        .toEqual([
+          ["local", ["services/list", "services/schema", "node/info", "app/call", "services/list-peers"]],
+          ["a", ["svc/open", "svc/guarded"]],
+          ["b", ["svc/guarded-b"]]
+        ])
+      // An admin sees the graph, Internal imports included.
+      expect(names(yield* graph.call("services/list-peers", {}, { identity: Identity.make("root", { scopes: [ADMIN_SCOPE] }) })))
+        .toEqual([
+          ["local", ["services/list", "services/schema", "node/info", "app/call", "services/list-peers"]],
+          ["a", ["svc/open", "svc/guarded", "svc/internal"]],
+          ["b", ["svc/hidden", "svc/guarded-b"]]
+        ])
     }))
 })

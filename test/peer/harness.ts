@@ -15,6 +15,7 @@ import * as Operation from "../../src/services/Operation.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
 import * as PeerCompositeEnv from "../../src/services/PeerCompositeEnv.js"
 import * as Tls from "../../src/services/Tls.js"
+import { ADMIN_SCOPE } from "../../src/schema/Identity.js"
 import type { Identity } from "../../src/schema/Identity.js"
 
 export interface Net {
@@ -65,11 +66,14 @@ export const seeds = { head: seed(11), "worker-a": seed(12), "worker-b": seed(13
 export type Name = keyof typeof seeds
 const fingerprintOf = (s: Uint8Array) => Tls.ed25519Fingerprint(Tls.ed25519PublicKey(s))
 
-/** Everyone knows everyone by key; the client may use the head's `head/*` operations, with scope `admin`. */
+/**
+ * Everyone knows everyone by key; the client may use the head's `head/*` operations, with scope `admin`, and see the
+ * head's graph (`services/list-peers` in full) with `alknet:admin`.
+ */
 const identities: ReadonlyMap<string, Identity> = new Map(
   (Object.keys(seeds) as Array<Name>).map((name) => [
     fingerprintOf(seeds[name]),
-    { id: name, scopes: name === "client" ? ["admin", "ops"] : ["ops"], resources: {} }
+    { id: name, scopes: name === "client" ? ["admin", "ops", ADMIN_SCOPE] : ["ops"], resources: {} }
   ])
 )
 export const authenticator: CallProtocol.Authenticator = {
