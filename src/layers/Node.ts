@@ -304,6 +304,8 @@ export const make = (
 
     outbound = yield* Outbound.make(graph, {
       identity,
+      // A peer we connected to is who our providers say its key is, as if it had connected to us.
+      authenticator,
       changes: config.changes.pipe(Stream.map((d) => d.outbound), Stream.changesWith((a, b) => JSON.stringify(a) === JSON.stringify(b))),
       ...(options.connect === undefined ? {} : { extra: options.connect })
     })

@@ -4,7 +4,10 @@
  * operations leave the graph: NOT_FOUND afterwards), a changed one is reopened. Nothing needs a restart.
  *
  * Each link presents the node's own TLS identity, pins the entry's `fingerprint`, and sends the decrypted value of
- * its `token_credential` (a credential-store provider) as the bearer token. A credential that is missing or does not
+ * its `token_credential` (a credential-store provider) as the bearer token. The node serves its graph back over the
+ * link; the peer's calls on it are authenticated like those of a peer that connected to us (`authenticator`: its
+ * fingerprint through the identity providers, per request), so a worker may call on its head only what the head's
+ * peer store grants it — open operations when it grants nothing. A credential that is missing or does not
  * decrypt leaves the peer `failed` with that error; the others are unaffected.
  */
 import { Effect, Exit, Option, Redacted, Schema, Scope, Stream } from "effect"
@@ -12,6 +15,7 @@ import type { OutboundPeer } from "../schema/Config.js"
 import { outboundId } from "../schema/Config.js"
 import type { OperationSummary } from "../schema/OperationSpec.js"
 import type * as CallClient from "../services/CallClient.js"
+import type * as CallProtocol from "../services/CallProtocol.js"
 import * as CredentialStore from "../services/CredentialStore.js"
 import type { PeerId, Service as Graph } from "../services/PeerCompositeEnv.js"
 import type { TlsIdentity } from "../services/Tls.js"
@@ -37,6 +41,12 @@ export type PeerInfo = typeof PeerInfo.Type
 export interface Options {
   /** The node's TLS identity, presented to every peer. */
   readonly identity: TlsIdentity
+  /**
+   * Resolves who the peer is for the calls it makes to us over the link, exactly as on accepted connections: its
+   * (pinned) fingerprint, re-resolved on every request, and its requests' `auth_token`s. Without one, and for a peer
+   * the authenticator does not know, its calls are anonymous: open operations only.
+   */
+  readonly authenticator?: CallProtocol.Authenticator
   /** Entries besides the config's (e.g. `alknet node --connect`), fixed for the node's life. */
   readonly extra?: ReadonlyArray<OutboundPeer>
   /** The config's entries now, then each replacement. */
@@ -102,7 +112,8 @@ export const make = (
             peerId,
             address: entry.address,
             credentials,
-            import: importOptions(entry)
+            import: importOptions(entry),
+            ...(options.authenticator === undefined ? {} : { authenticator: options.authenticator })
           }),
           scope
         )
