@@ -41,10 +41,11 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet n
       expect(node.quic).toMatch(/^quic:\/\/127\.0\.0\.1:\d+$/)
       expect(node.ws).toMatch(/^wss:\/\/127\.0\.0\.1:\d+$/)
       const pin = ["--fingerprint", node.fingerprint]
-      const [ls, info, lsJson] = yield* Cli.runAllInProcess(
+      const [ls, info, lsJson, ownInfo] = yield* Cli.runAllInProcess(
         ["ls", node.quic, ...pin],
         ["call", node.quic, "node/info", ...pin],
-        ["ls", node.ws!, "--json", ...pin]
+        ["ls", node.ws!, "--json", ...pin],
+        ["call", node.quic, "node/info", "--home", node.home, ...pin]
       )
       expect(ls.code, ls.stderr).toBe(0)
       expect(ls.stdout).toMatch(/^OPERATION\s+TYPE\n/)
@@ -52,10 +53,12 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet n
       expect(ls.stdout).toMatch(/^demo\/ticks\s+subscription$/m)
       expect(ls.stdout).not.toMatch(/demo\/secret/) // not callable without the scope, so not listed
 
+      // Anonymous: who the node is, not where it listens; its own key (--home) is an admin and sees that too.
       expect(info.code, info.stderr).toBe(0)
-      const output = json(info.stdout)
-      expect(output.fingerprint).toBe(node.fingerprint)
-      expect(output.transports).toEqual([{ kind: "quic", address: node.quic }, { kind: "wss", address: node.ws }])
+      expect(Object.keys(json(info.stdout)).sort()).toEqual(["fingerprint", "id", "version"])
+      expect(json(info.stdout).fingerprint).toBe(node.fingerprint)
+      expect(ownInfo.code, ownInfo.stderr).toBe(0)
+      expect(json(ownInfo.stdout).transports).toEqual([{ kind: "quic", address: node.quic }, { kind: "wss", address: node.ws }])
 
       expect(lsJson.code, lsJson.stderr).toBe(0)
       expect(json(lsJson.stdout).operations).toContainEqual({ name: "node/ping", namespace: "node", op_type: "query" })

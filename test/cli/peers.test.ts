@@ -63,15 +63,21 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     const call = (op: string, input = "{}") => Cli.runInProcess(["call", head.quic, op, input, "--fingerprint", head.fingerprint])
     const ok = (op: string, input?: string) =>
       Effect.flatMap(call(op, input), (r) => (r.code === 0 ? Effect.succeed(json(r.stdout)) : Effect.fail(r.stderr)))
+    // node/info with the head's own key (--home): an admin, so it tells the outbound peers (anonymous callers: not).
+    const headInfo = Effect.flatMap(
+      Cli.runInProcess(["call", head.quic, "node/info", "--home", headHome.home, "--fingerprint", head.fingerprint]),
+      (r) => (r.code === 0 ? Effect.succeed(json(r.stdout)) : Effect.fail(r.stderr))
+    )
 
     // Both links come up on their own; node/info says so (6 imports each: node/info, node/ping, node/whoami and the
     // three open demo operations).
-    const info = yield* eventually(Effect.flatMap(ok("node/info"), (i) =>
+    const info = yield* eventually(Effect.flatMap(headInfo, (i) =>
       i.peers.length === 2 && i.peers.every((p: any) => p.state === "connected") ? Effect.succeed(i) : Effect.fail("not yet")))
     expect(info.peers.map((p: any) => [p.peer_id, p.address, p.operations, p.export_as])).toEqual([
       ["w1", w1.quic, 6, "external"],
       ["w2", w2.quic, 6, "external"]
     ])
+    expect(yield* ok("node/info")).toEqual({ id: head.fingerprint, fingerprint: head.fingerprint, version: info.version })
 
     // Specific (pinned names) and Any (the plain name), listed by ls.
     const [e1, e2, any, ls] = yield* Cli.runAllInProcess(
@@ -119,7 +125,7 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     expect(gone.code).not.toBe(0)
     expect(Cli.errorLines(gone.stderr)).toHaveLength(1)
     expect((yield* ok("w2/demo/echo")).node).toBe(w2.fingerprint)
-    const away = yield* ok("node/info")
+    const away = yield* headInfo
     expect(away.peers[0]).toMatchObject({ peer_id: "w1", state: "reconnecting", operations: 6 })
     expect(away.peers[0].last_error).toEqual(expect.any(String))
     expect(away.peers[0].attempts).toBeGreaterThanOrEqual(1) // the loss counts
@@ -166,5 +172,5 @@ it.live("a head routes to each worker and any worker, aborts, survives a worker 
     const removed = yield* eventually(Effect.flatMap(call("w3/demo/echo"), (r) =>
       /not found/i.test(r.stderr) ? Effect.succeed(r) : Effect.fail(r.stderr)))
     expect(removed.code).not.toBe(0)
-    expect((yield* ok("node/info")).peers.map((p: any) => p.peer_id)).toEqual(["w1", "w2"])
+    expect((yield* headInfo).peers.map((p: any) => p.peer_id)).toEqual(["w1", "w2"])
   }).pipe(Effect.scoped), { timeout: 300_000 })
