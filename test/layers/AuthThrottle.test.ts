@@ -1,6 +1,6 @@
 /**
  * Failed authentications are limited per remote address, not only per connection: a node (`Node.layerMemory`, QUIC
- * and plain WebSocket on 127.0.0.1) refuses an address that reached `max_auth_failures_per_ip` for `auth_block_ms` —
+ * and wss on 127.0.0.1) refuses an address that reached `max_auth_failures_per_ip` for `auth_block_ms` —
  * WebSocket upgrades get HTTP 429 before any WebSocket exists, QUIC connections are closed at admission. The block is
  * on the address: a well-behaved client from the same address (here: every client, all on 127.0.0.1) is refused too
  * until the cooldown ends. The counter's windows and cooldown are covered with TestClock in
@@ -22,7 +22,12 @@ type Upgrade = { readonly opened: true } | { readonly opened: false; readonly st
  */
 const upgrade = (url: string, token: string) =>
   Effect.async<Upgrade>((resume) => {
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false })
+    // A raw client: the node's self-signed key is not CA-verified here (alknet's own client pins it instead).
+    const ws = new WebSocket(url, {
+      headers: { authorization: `Bearer ${token}` },
+      perMessageDeflate: false,
+      rejectUnauthorized: false
+    })
     const id = randomUUID()
     ws.once("open", () => {
       ws.once("message", (data) => {
@@ -53,7 +58,7 @@ const captureWarnings = Logger.replace(
 
 const throttled = (rateLimits: Record<string, number>) =>
   Node.layerMemory({
-    webSocket: { host: "127.0.0.1", port: 0, tls: false },
+    webSocket: { host: "127.0.0.1", port: 0 },
     config: { rate_limits: { auth_failure_window_ms: 600_000, auth_block_ms: 600_000, ...rateLimits } }
   })
 
@@ -61,13 +66,14 @@ describe("failed authentications per address", () => {
   it.live("12 WebSocket upgrades with bad bearer tokens: refused with 429 after the limit, a good client too", () =>
     Effect.gen(function*() {
       const node = yield* Node.Node
-      const ws = node.transports.find((t) => t.kind === "ws")!.address
+      const ws = node.transports.find((t) => t.kind === "wss")!.address
       const quic = node.transports.find((t) => t.kind === "quic")!.address
       const store = yield* IdentityStore.IdentityStore
       const good = yield* store.createApiKey({ scopes: ["x"] })
 
       // Before any failure, the good client gets in with its token.
-      const before = yield* CallClient.connect(ws, { token: good.token })
+      const pinned = { token: good.token, expectedFingerprint: node.fingerprint }
+      const before = yield* CallClient.connect(ws, pinned)
       expect(yield* before.call("node/whoami", {})).toMatchObject({ identity: { id: good.entry.prefix } })
       yield* before.close
 
@@ -81,11 +87,11 @@ describe("failed authentications per address", () => {
       }
 
       // The block is on the address: the good client from 127.0.0.1 is refused too, over WebSocket (429) …
-      const rejected = yield* Effect.flip(CallClient.connect(ws, { token: good.token }))
+      const rejected = yield* Effect.flip(CallClient.connect(ws, pinned))
       expect(rejected.reason).toBe("Rejected")
       expect(rejected.message).toMatch(/refused the WebSocket upgrade: HTTP 429 \(retry after \d+ s\)$/)
       // … and over QUIC, where the connection is closed at admission before anything is served.
-      const overQuic = yield* CallClient.connect(quic, { token: good.token, expectedFingerprint: node.fingerprint })
+      const overQuic = yield* CallClient.connect(quic, pinned)
       const closed = yield* Effect.flip(overQuic.call("node/ping", {}))
       expect(closed.message).toBe("connection closed")
       // One line for the block, none for the eight refusals that followed.
