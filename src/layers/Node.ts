@@ -257,11 +257,12 @@ export const make = (
     // Discovery describes what is served: the node's own operations and the peers' exported ones.
     const served = Discovery.withDiscovery(graph.source)
     const authenticator = withOwner(credentials.fingerprint, firstOf(store, fromConfig))
+    const maxAuthAttempts = Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts)
     const serve: CallProtocol.ServeOptions = {
       source: served,
       extendEnv: graph.extendEnv,
       authenticator,
-      maxAuthAttempts: Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts),
+      maxAuthAttempts,
       // An address in its auth-failure cooldown is refused quietly (the limiter logged the block once).
       admit: (connection) =>
         Effect.zipRight(
@@ -306,6 +307,7 @@ export const make = (
       identity,
       // A peer we connected to is who our providers say its key is, as if it had connected to us.
       authenticator,
+      maxAuthAttempts,
       changes: config.changes.pipe(Stream.map((d) => d.outbound), Stream.changesWith((a, b) => JSON.stringify(a) === JSON.stringify(b))),
       ...(options.connect === undefined ? {} : { extra: options.connect })
     })

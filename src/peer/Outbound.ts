@@ -47,6 +47,8 @@ export interface Options {
    * the authenticator does not know, its calls are anonymous: open operations only.
    */
   readonly authenticator?: CallProtocol.Authenticator
+  /** Failed tokens in the peer's calls to us before its link's connection is closed (read live; default 5). */
+  readonly maxAuthAttempts?: Effect.Effect<number>
   /** Entries besides the config's (e.g. `alknet node --connect`), fixed for the node's life. */
   readonly extra?: ReadonlyArray<OutboundPeer>
   /** The config's entries now, then each replacement. */
@@ -113,7 +115,8 @@ export const make = (
             address: entry.address,
             credentials,
             import: importOptions(entry),
-            ...(options.authenticator === undefined ? {} : { authenticator: options.authenticator })
+            ...(options.authenticator === undefined ? {} : { authenticator: options.authenticator }),
+            ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts })
           }),
           scope
         )

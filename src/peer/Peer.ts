@@ -43,6 +43,8 @@ export interface ConnectOptions {
   readonly credentials?: CallClient.Credentials
   /** Resolves the peer's identity for the calls it makes to us. */
   readonly authenticator?: CallProtocol.Authenticator
+  /** Failed tokens in the peer's calls to us before the connection is closed (default 5; it is then reconnected). */
+  readonly maxAuthAttempts?: number | Effect.Effect<number>
   /** What we serve the peer (default: the graph's `source`). */
   readonly serve?: OperationSource
   /** How the peer's operations are imported. */
@@ -86,6 +88,7 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
         source: options.serve ?? graph.source,
         extendEnv: graph.extendEnv,
         ...(options.authenticator === undefined ? {} : { authenticator: options.authenticator }),
+        ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts }),
         ...(options.connectTimeout === undefined ? {} : { connectTimeout: options.connectTimeout })
       })
       yield* graph.attach(options.peerId, fromCall(connection, { label, ...options.import }), { slot: SLOT })

@@ -76,6 +76,8 @@ export interface ConnectOptions {
   readonly extendEnv?: Connection.Options["extendEnv"]
   /** Resolves the remote's fingerprint and tokens, for calls the remote makes to us. */
   readonly authenticator?: Authenticator
+  /** Failed token resolutions in the remote's calls to us before the connection is closed (default 5). */
+  readonly maxAuthAttempts?: number | Effect.Effect<number>
   /** Default deadline of calls the remote makes to us (default 30 s). */
   readonly defaultTimeout?: Duration.DurationInput
   /** Give up connecting after this long (default 10 s). */
@@ -142,6 +144,7 @@ export const connect = (
         source: options.source,
         extendEnv: options.extendEnv,
         resolveToken: authenticator?.resolveToken,
+        maxAuthAttempts: options.maxAuthAttempts,
         defaultTimeout: options.defaultTimeout,
         authToken: credentials.token
       })

@@ -2,13 +2,14 @@
  * A head that connects out to a worker serves its own operations back over that link. The worker's calls on it are
  * authenticated exactly like those of a peer that connected to the head: the worker's pinned key resolved through the
  * head's identity providers, on every request. So what a worker may call on its head is what the head's peer store
- * grants it — open operations only while it grants nothing — and a grant applies without a reconnect.
+ * grants it — open operations only while it grants nothing — and a grant applies without a reconnect. Bad tokens
+ * in its calls count towards `max_auth_attempts` as on an accepted connection.
  *
  * The head is a real node (`Node.layerMemory`, its outbound link from `connect`); the worker is a bare listener over
  * QUIC or WebSocket (wss) that keeps the connection the head opened, to call the head through it.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Layer, Schema } from "effect"
+import { Context, Deferred, Effect, Layer, Redacted, Schema } from "effect"
 import type * as Connection from "../../src/call/Connection.js"
 import * as Node from "../../src/layers/Node.js"
 import { OutboundPeer } from "../../src/schema/Config.js"
@@ -54,6 +55,7 @@ describe("outbound links authenticate the peer's calls into the head", () => {
         // The head: links to the worker (pinned) at start.
         const head = yield* Layer.build(Node.layerMemory({
           operations: [headSecret, headOpen],
+          config: { rate_limits: { max_auth_attempts: 2 } },
           connect: [Schema.decodeSync(OutboundPeer)({ peer_id: "w", address, fingerprint: workerFingerprint })]
         }))
         const store = Context.get(head, IdentityStore.IdentityStore)
@@ -76,6 +78,12 @@ describe("outbound links authenticate the peer's calls into the head", () => {
         expect((yield* Effect.flip(toHead.call("head/secret", {}))).code).toBe("FORBIDDEN")
         expect(toHead.isClosed()).toBe(false)
         expect(connections).toBe(1)
+
+        // Guessing tokens on the link is bounded as on an accepted connection: max_auth_attempts (2) closes it.
+        const guess = { authToken: Redacted.make("alk_guessed-token") }
+        expect(yield* toHead.call("node/whoami", {}, guess)).toEqual({ identity: null })
+        yield* Effect.flip(toHead.call("node/whoami", {}, guess))
+        yield* toHead.closed
       }).pipe(Effect.scoped), { timeout: 30_000 })
   }
 })
