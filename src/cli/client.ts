@@ -5,7 +5,6 @@
 import { Duration, Effect, Fiber, Option, Schema } from "effect"
 import type { Redacted } from "effect"
 import { compact } from "../internal/compact.js"
-import * as Node from "../layers/Node.js"
 import { Fingerprint } from "../schema/PeerEntry.js"
 import * as CallClient from "../services/CallClient.js"
 import { CliError, usage } from "./errors.js"
@@ -25,7 +24,11 @@ const isFingerprint = Schema.is(Fingerprint)
 
 /** The TLS identity the home's node presents (its config's `tls`: by default the vault's node key). */
 const homeIdentity = (home: string) =>
-  Effect.flatMap(Home.config(home), (c) => Node.tlsIdentityOf(c.tls)).pipe(Effect.provide(Home.vault(home)))
+  Effect.zip(Home.config(home), Effect.promise(() => import("../layers/Node.js"))).pipe(
+    // The node's layers (its stores, servers, peer graph) load only for a client that presents a home's identity.
+    Effect.flatMap(([c, Node]) => Node.tlsIdentityOf(c.tls)),
+    Effect.provide(Home.vault(home))
+  )
 
 /** Connect with the command's credentials; retry while nothing answers, saying so on stderr. */
 export const connect = (target: string, o: ConnectionOptions) =>
