@@ -9,6 +9,7 @@
 // They remain the fallback when the cache cannot be built.
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
+import * as module from "node:module"
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
@@ -92,12 +93,66 @@ const bundled = async () => {
 // Stack traces (shown with --verbose) point into src/.
 if (process.argv.includes("--verbose")) process.setSourceMapsEnabled(true)
 
+// Help and version texts depend only on the command line, the bundle and whether colours are wanted: after the first
+// time, they are printed from a copy kept beside the bundle, without loading the CLI (most of a --help's time).
+const args = process.argv.slice(2)
+const memoKey = () => {
+  const words = args.every((a) => /^[a-z][a-z-]*$/.test(a) || ["--help", "-h", "--version"].includes(a))
+  if (!words || !args.some((a) => ["--help", "-h", "--version"].includes(a))) return undefined
+  const { NO_COLOR, FORCE_COLOR, TERM } = process.env
+  const seen = JSON.stringify({ args, tty: process.stdout.isTTY === true, NO_COLOR, FORCE_COLOR, TERM })
+  return createHash("sha256").update(seen).digest("hex").slice(0, 16)
+}
+
+/** Print the kept text, if any; else keep what this run prints, if it ends well. */
+const memo = (main) => {
+  const key = memoKey()
+  if (key === undefined) return false
+  const file = path.join(path.dirname(main), `memo-${key}.txt`)
+  let kept
+  try {
+    kept = fs.readFileSync(file, "utf8")
+  } catch {
+    // Not kept yet.
+  }
+  if (kept !== undefined) {
+    process.stdout.on("error", () => {}) // a reader that went away (| head -1) is not an error
+    process.stdout.write(kept)
+    return true
+  }
+  let text = ""
+  let clean = true
+  const write = process.stdout.write.bind(process.stdout)
+  process.stdout.write = (chunk, ...rest) => {
+    text += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8")
+    return write(chunk, ...rest)
+  }
+  const writeErr = process.stderr.write.bind(process.stderr)
+  process.stderr.write = (...all) => {
+    clean = false
+    return writeErr(...all)
+  }
+  process.stdout.on("error", () => void (clean = false))
+  process.on("exit", (code) => {
+    if (code !== 0 || !clean || process.stdout.destroyed || text === "") return
+    try {
+      fs.writeFileSync(`${file}.${process.pid}`, text)
+      fs.renameSync(`${file}.${process.pid}`, file)
+    } catch {
+      // Only a cache.
+    }
+  })
+  return false
+}
+
 let main
 try {
   main = await bundled()
+  // Node >= 22.1 keeps the bundle's compiled code between runs (Node 20 has no such cache for ES modules).
+  module.enableCompileCache?.(path.join(path.dirname(main), "v8"))
 } catch {
   const { register } = await import("tsx/esm/api")
   register()
   main = entry
 }
-await import(pathToFileURL(main).href)
+if (!(main !== entry && memo(main))) await import(pathToFileURL(main).href)
