@@ -34,7 +34,7 @@
  */
 import { Context, Data, Duration, Effect, Layer, Option, Schema, Stream } from "effect"
 import type { Redacted, Scope } from "effect"
-import { NodeFileSystem } from "@effect/platform-node"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Discovery from "../call/Discovery.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as Composite from "../peer/Composite.js"
@@ -57,7 +57,7 @@ import type { Config, OutboundPeer } from "../schema/Config.js"
 import { ADMIN_SCOPE, Identity, isAdmin } from "../schema/Identity.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as NodeHome from "./NodeHome.js"
-import * as Quic from "./quic/Quic.js"
+import * as Quic from "./quic/Lazy.js"
 import * as SqliteStore from "./sqlite/SqliteStore.js"
 import * as WebSocket from "./ws/WebSocket.js"
 

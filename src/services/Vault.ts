@@ -16,7 +16,7 @@
  *
  * The vault is in-process only: nothing here is ever registered on the call protocol.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Clock, Context, Duration, Effect, Either, identity, Layer, Redacted, type Scope } from "effect"
 import * as VaultError from "../errors/VaultError.js"
 import { DerivedKey } from "../schema/DerivedKey.js"

@@ -15,9 +15,11 @@
  * - A reload reads the three tables whole (O(rows)) but decodes only rows that changed since the previous one.
  * - Whatever fails — a statement, a row that does not decode — the previous index keeps serving.
  *
- * This folder is the only place that imports `@effect/sql*`.
+ * This folder is the only place that imports `@effect/sql*`. The driver (`@effect/sql-sqlite-node`, which brings
+ * better-sqlite3 and its native addon) is imported when a store is built, not when this module loads: importing
+ * `alknet` costs nothing for a program that never opens a database.
  */
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import type * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Cause, Context, Effect, Either, Exit, Layer, Option, Queue, Schema } from "effect"
 import * as path from "node:path"
@@ -122,11 +124,18 @@ const rowDecoder = <A, I>(table: string, key: string, schema: Schema.Schema<A, I
   }
 }
 
-/**
- * Build both stores on an open client. Requires the client's scope to outlive the stores (the watcher is scoped).
- */
-export const make = Effect.gen(function*() {
-  const sql = yield* SqliteClient.SqliteClient
+/** The driver module, loaded on first use (Node caches it after that). */
+const driver = Effect.tryPromise({
+  try: () => import("@effect/sql-sqlite-node/SqliteClient"),
+  catch: (error) =>
+    new StoreError({
+      reason: "Backend",
+      message: `sqlite: cannot load @effect/sql-sqlite-node: ${error instanceof Error ? error.message : String(error)}`
+    })
+})
+
+/** Both stores on an open client. */
+const makeStores = (sql: SqliteClient.SqliteClient) => Effect.gen(function*() {
   const filename = path.resolve(sql.config.filename)
 
   yield* sql`PRAGMA busy_timeout = 5000`.pipe(Effect.mapError(backend("configure")))
@@ -316,6 +325,12 @@ export const make = Effect.gen(function*() {
 })
 
 /**
+ * Build both stores on the open client in context (`SqliteClient` of `@effect/sql-sqlite-node`). Requires the
+ * client's scope to outlive the stores (the watcher is scoped).
+ */
+export const make = Effect.flatMap(driver, (module) => Effect.flatMap(module.SqliteClient, makeStores))
+
+/**
  * Sleep until a file event; check; if nothing new was committed yet, re-check after each of {@link RECHECK_MS}
  * (a new event cuts the wait short and restarts the sequence), then sleep until the next event.
  */
@@ -362,7 +377,8 @@ export const layer = (
 > =>
   Layer.scopedContext(
     Effect.gen(function*() {
-      const client = yield* Layer.build(SqliteClient.layer({ filename: options.filename })).pipe(
+      const { layer: clientLayer } = yield* driver
+      const client = yield* Layer.build(clientLayer({ filename: options.filename })).pipe(
         Effect.catchAllCause((cause) => {
           const error = Cause.squash(cause)
           const why = error instanceof Error ? error.message : "unknown error"
