@@ -12,15 +12,22 @@
  * key is Ed25519 (SPKI algorithm OID 1.3.101.112), otherwise `SHA256:` + lowercase hex of SHA-256 over the leaf
  * certificate DER.
  */
-import "reflect-metadata"
-import * as x509 from "@peculiar/x509"
 import { createHash, createPrivateKey, createPublicKey, randomBytes, webcrypto, X509Certificate } from "node:crypto"
 import type { KeyObject } from "node:crypto"
 import { readFile } from "node:fs/promises"
 import { Data, Effect, Option, Redacted } from "effect"
 import * as EndpointError from "../errors/EndpointError.js"
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+/**
+ * The certificate library (with the `Reflect` metadata polyfill it needs), loaded when a certificate is first made:
+ * importing alknet neither pays for it (~0.1 s of CPU) nor patches the global `Reflect`.
+ */
+let certificateLibrary: Promise<typeof import("@peculiar/x509")> | undefined
+const x509Library = () =>
+  certificateLibrary ??= import("reflect-metadata").then(() => import("@peculiar/x509")).then((x509) => {
+    x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+    return x509
+  })
 
 export type TlsIdentity = Data.TaggedEnum<{
   /** An Ed25519 private key given by its 32-byte seed. */
@@ -98,6 +105,7 @@ const selfSignedEd25519 = (seed: Uint8Array): Effect.Effect<TlsCredentials, Endp
     const spki = createPublicKey(privateKey).export({ format: "der", type: "spki" })
     const certificate = yield* Effect.tryPromise({
       try: async () => {
+        const x509 = await x509Library()
         const algorithm = { name: "Ed25519" }
         const keys = {
           privateKey: await webcrypto.subtle.importKey("pkcs8", pkcs8, algorithm, false, ["sign"]),

@@ -33,6 +33,7 @@ process.dlopen = function (module, filename, ...rest) {
 
 const alknet = await import("alknet")
 const atImport = [...addons]
+const reflectPatched = typeof Reflect.getMetadata === "function"
 
 const { Effect, Schema } = await import("effect")
 const { CallClient, IdentityStore, Node, Operation, SqliteStore } = alknet
@@ -59,6 +60,7 @@ console.log(JSON.stringify({
   resolved: import.meta.resolve("alknet"),
   exports: Object.keys(alknet),
   atImport,
+  reflectPatched,
   greeting,
   peers,
   afterUse: addons
@@ -69,6 +71,7 @@ interface Report {
   readonly resolved: string
   readonly exports: ReadonlyArray<string>
   readonly atImport: ReadonlyArray<string>
+  readonly reflectPatched: boolean
   readonly greeting: unknown
   readonly peers: ReadonlyArray<unknown>
   readonly afterUse: ReadonlyArray<string>
@@ -130,12 +133,13 @@ describe("the package from a fresh install", () => {
     }
   })
 
-  it("import from \"alknet\" resolves to the installed package and loads no native addon", () => {
+  it("import from \"alknet\" resolves to the installed package, loads no native addon and patches no global", () => {
     expect(report.resolved).toBe(`file://${path.join(temp, "project", "node_modules", "alknet", "dist", "index.js")}`)
     expect(report.exports).toEqual(
       expect.arrayContaining(["Node", "CallClient", "Operation", "Vault", "Quic", "SqliteStore", "WebSocket"])
     )
     expect(report.atImport).toEqual([])
+    expect(report.reflectPatched).toBe(false) // the certificate library's polyfill waits until a certificate is made
   })
 
   it("a node serves and a client calls it; QUIC and SQLite load their addons when used", () => {
