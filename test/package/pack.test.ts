@@ -9,7 +9,8 @@
  * would for a user.
  *
  * The child counts native addons as they load (`process.dlopen`): none may load on import; QUIC's and SQLite's load
- * when a node listens and a store opens.
+ * when a node listens and a store opens. And README's library example, as a user would paste it into a TypeScript
+ * project (strict, NodeNext, no skipLibCheck), compiles against the packed types and runs.
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
@@ -77,7 +78,28 @@ interface Report {
   readonly afterUse: ReadonlyArray<string>
 }
 
+const between = (text: string, start: string, end: string): string => {
+  const from = text.indexOf(start)
+  const to = text.indexOf(end, from + start.length)
+  if (from < 0 || to < 0) throw new Error(`markers not found: ${start} … ${end}`)
+  return text.slice(from + start.length, to)
+}
+
+/** The user's own TypeScript setup: its compiler and Node's types (from this checkout), a strict NodeNext config. */
+const TSCONFIG = {
+  compilerOptions: {
+    target: "ES2022",
+    module: "NodeNext",
+    moduleResolution: "NodeNext",
+    strict: true,
+    skipLibCheck: false,
+    types: ["node"]
+  },
+  files: ["readme.ts"]
+}
+
 let temp = ""
+let project = ""
 let packed: ReadonlyArray<string> = []
 let manifest: { readonly dependencies?: Record<string, string>; readonly peerDependencies?: Record<string, string> } = {}
 let report: Report
@@ -93,19 +115,22 @@ beforeAll(async () => {
   packed = tarball!.files.map((file) => file.path)
 
   // A fresh project with alknet installed from the tarball.
-  const project = path.join(temp, "project")
+  project = path.join(temp, "project")
   const modules = path.join(project, "node_modules")
   await fs.mkdir(modules, { recursive: true })
   await exec("tar", ["-xzf", path.join(temp, tarball!.filename), "-C", modules])
   await fs.rename(path.join(modules, "package"), path.join(modules, "alknet"))
   manifest = JSON.parse(await fs.readFile(path.join(modules, "alknet", "package.json"), "utf8"))
   const declared = [...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.peerDependencies ?? {})]
-  for (const name of declared) {
+  for (const name of [...declared, "typescript", "@types/node"]) {
     await fs.mkdir(path.dirname(path.join(modules, name)), { recursive: true })
     await fs.symlink(path.join(ROOT, "node_modules", name), path.join(modules, name), "dir")
   }
   await fs.writeFile(path.join(project, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }))
   await fs.writeFile(path.join(project, "main.js"), CONSUMER)
+  const readme = await fs.readFile(path.join(ROOT, "README.md"), "utf8")
+  await fs.writeFile(path.join(project, "readme.ts"), between(between(readme, "<!-- section:library -->", "<!-- /section:library -->"), "```ts\n", "```"))
+  await fs.writeFile(path.join(project, "tsconfig.json"), JSON.stringify(TSCONFIG))
 
   const run = await exec(process.execPath, ["main.js", path.join(temp, "store.db")], { cwd: project })
   report = JSON.parse(run.stdout)
@@ -148,4 +173,14 @@ describe("the package from a fresh install", () => {
     expect(report.afterUse.some((file) => /quic/.test(file))).toBe(true)
     expect(report.afterUse.some((file) => /better_sqlite3\.node$/.test(file))).toBe(true)
   })
+
+  it("README's library example compiles against the packed types and runs", async () => {
+    const tsc = path.join(project, "node_modules", "typescript", "bin", "tsc")
+    // tsc prints its errors on stdout: show them when it fails.
+    await exec(process.execPath, [tsc, "-p", project], { cwd: project }).catch((error: { stdout?: string }) => {
+      throw new Error(`tsc failed:\n${error.stdout ?? String(error)}`)
+    })
+    const { stdout } = await exec(process.execPath, ["readme.js"], { cwd: project })
+    expect(stdout.trim()).toBe("hello, Ada")
+  }, 600_000)
 })
