@@ -24,7 +24,9 @@ import * as EndpointError from "../errors/EndpointError.js"
  */
 let certificateLibrary: Promise<typeof import("@peculiar/x509")> | undefined
 const x509Library = () =>
-  certificateLibrary ??= import("reflect-metadata").then(() => import("@peculiar/x509")).then((x509) => {
+  certificateLibrary ??= import("reflect-metadata").then(() => import("@peculiar/x509")).then(({ default: x509 }) => {
+    // The package is CommonJS: its exports object is the default export (in Node and in the CLI's esbuild bundle,
+    // which gives a dynamically imported CommonJS module no named exports).
     x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
     return x509
   })
