@@ -14,6 +14,11 @@
  * own set (so interrupting the parent does not reach it) and the parent joins it; every call node carries an
  * abort mark, and a call whose ancestor was aborted cannot start children ("request aborted").
  *
+ * Hostile input: before any schema sees an input (root or composed), its nesting depth is checked without recursion
+ * (`schema/Json.ts`, default 64 levels): deeper is `INVALID_INPUT "input is nested deeper than 64 levels"`, so
+ * nothing downstream (decoding, error formatting, logging, the handler) recurses without bound on caller input. What
+ * an error message repeats of the input is bounded (`CallError.echo`).
+ *
  * Where names resolve is an `OperationSource`: the curated registry now; the peer graph composes overlays later by
  * passing another source, or by resolving a registration itself and calling `invokeRegistration`.
  */
@@ -21,6 +26,7 @@ import { Cause, Chunk, Clock, Duration, Effect, Either, Fiber, FiberSet, Option,
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { Identity } from "../schema/Identity.js"
+import * as Json from "../schema/Json.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration, InvokeOptions, OperationContext, OperationEnv } from "../services/Operation.js"
 
@@ -98,6 +104,8 @@ export interface Options {
    * context and its base env, which resolves names through the source the call was made from.
    */
   readonly extendEnv?: (ctx: OperationContext, env: OperationEnv) => OperationEnv
+  /** Inputs nested deeper than this are `INVALID_INPUT` before validation (default `Json.DEFAULT_MAX_DEPTH`, 64). */
+  readonly maxInputDepth?: number
 }
 
 /** The mark an abort leaves on a call node; children check their ancestors before starting. */
@@ -113,13 +121,31 @@ const ancestorAborted = (node: AbortNode | undefined): boolean => {
   return false
 }
 
-/** The `INVALID_INPUT` message for a parse issue: it names the failing path. */
+/**
+ * The `INVALID_INPUT` message for a parse issue: it names the failing path. Path and message come from the input (its
+ * keys, the "actual" value), so each is echoed bounded. Call it only on input within the depth limit.
+ */
 export const describeInputIssue = (issue: ParseResult.ParseIssue): string => {
   const [first] = ParseResult.ArrayFormatter.formatIssueSync(issue)
   if (first === undefined) return "invalid input"
-  const path = first.path.map(String).join(".")
+  const path = CallError.echo(first.path.map(String).join("."))
   if (first._tag === "Missing") return `missing required field: ${path}`
-  return path === "" ? `invalid input: ${first.message}` : `invalid input at ${path}: ${first.message}`
+  const message = CallError.echo(first.message)
+  return path === "" ? `invalid input: ${message}` : `invalid input at ${path}: ${message}`
+}
+
+/** Step 8: the depth check, then the operation's input schema. */
+const decodeInput = (
+  registration: HandlerRegistration,
+  input: unknown,
+  maxDepth: number
+): Either.Either<unknown, CallError.CallError> => {
+  const value = input === undefined ? null : input
+  if (Json.exceedsDepth(value, maxDepth)) return Either.left(CallError.invalidInput(Json.tooDeep("input", maxDepth)))
+  return Either.mapLeft(
+    registration.spec.decodeInput(value),
+    (issue) => CallError.invalidInput(describeInputIssue(issue))
+  )
 }
 
 /** Map what a handler failed with to what the caller sees (declared codes pass, the rest is INTERNAL). */
@@ -175,6 +201,7 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
   Effect.gen(function*() {
     const source = options.source
     const defaultTimeoutMillis = Duration.toMillis(Duration.decode(options.defaultTimeout ?? "30 seconds"))
+    const maxInputDepth = options.maxInputDepth ?? Json.DEFAULT_MAX_DEPTH
     const detachedFibers = yield* FiberSet.make<unknown, CallError.CallError>()
     const runDetached = yield* FiberSet.runtime(detachedFibers)<never>()
     let running = 0
@@ -246,9 +273,9 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
       // Step 7: access control; capabilities are attached only after it passed.
       const denied = Operation.check(registration.spec.accessControl, request.identity)
       if (denied !== undefined) return Effect.fail(denied)
-      // Step 8: validate the input.
-      const decoded = registration.spec.decodeInput(request.input === undefined ? null : request.input)
-      if (Either.isLeft(decoded)) return Effect.fail(CallError.invalidInput(describeInputIssue(decoded.left)))
+      // Step 8: validate the input (its depth first).
+      const decoded = decodeInput(registration, request.input, maxInputDepth)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       // Step 9: the root context and its deadline.
       const timeoutMillis = request.timeout !== undefined
         ? Duration.toMillis(request.timeout)
@@ -343,8 +370,8 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
       const identity = Option.map(parent.handlerIdentity, Operation.authorityIdentity)
       const denied = Operation.check(registration.spec.accessControl, identity)
       if (denied !== undefined) return Effect.fail(denied)
-      const decoded = registration.spec.decodeInput(input === undefined ? null : input)
-      if (Either.isLeft(decoded)) return Effect.fail(CallError.invalidInput(describeInputIssue(decoded.left)))
+      const decoded = decodeInput(registration, input, maxInputDepth)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       const abortPolicy = invokeOptions?.abortPolicy ?? parent.abortPolicy
       const node: AbortNode = { aborted: false, parent: parentNode }
       const capabilities = registration.capabilities.size === 0

@@ -6,10 +6,13 @@
  * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
- * a default). Decode errors name the field: `peers[1].fingerprints[0]: expected a fingerprint …`.
+ * a default). Decode errors name the field: `peers[1].fingerprints[0]: expected a fingerprint …`. A document nested
+ * deeper than 64 levels is rejected before decoding (no part of the decoder recurses without bound).
  */
 import { Either, ParseResult, Schema } from "effect"
+import { echo } from "../errors/CallError.js"
 import { ApiKeyEntry } from "./ApiKeyEntry.js"
+import * as Json from "./Json.js"
 import { Fingerprint, PeerEntry, PeerId } from "./PeerEntry.js"
 
 /** `host:port`; IPv6 hosts in brackets (`[::1]:4433`). */
@@ -152,16 +155,31 @@ const renderPath = (path: ReadonlyArray<PropertyKey>): string =>
     ""
   )
 
-/** One line per problem, each naming its field: `api_keys[0].expires_at: Expected DateTimeUtc, actual "soon"`. */
+/**
+ * One line per problem, each naming its field: `api_keys[0].expires_at: Expected DateTimeUtc, actual "soon"`. What a
+ * problem repeats of the file (a path, a value) is bounded (`CallError.echo`).
+ */
 export const formatError = (error: ParseResult.ParseError): string =>
   ParseResult.ArrayFormatter.formatErrorSync(error)
-    .map((issue) => `${issue.path.length === 0 ? "config" : renderPath(issue.path)}: ${issue.message}`)
+    .map((issue) => `${issue.path.length === 0 ? "config" : echo(renderPath(issue.path))}: ${echo(issue.message)}`)
     .join("; ")
 
-const decodeJson = Schema.decodeUnknownEither(Schema.parseJson(Config), { errors: "all", onExcessProperty: "error" })
+const decodeConfig = Schema.decodeUnknownEither(Config, { errors: "all", onExcessProperty: "error" })
 
-/** Decode a config file's text. The error is a single readable line naming every offending field. */
-export const decode = (text: string): Either.Either<Config, string> => Either.mapLeft(decodeJson(text), formatError)
+/**
+ * Decode a config file's text. The error is a single readable line naming every offending field. A document nested
+ * deeper than `maxDepth` (default 64 levels) is rejected before it is decoded: `config is nested deeper than 64 levels`.
+ */
+export const decode = (text: string, maxDepth: number = Json.DEFAULT_MAX_DEPTH): Either.Either<Config, string> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    return Either.left(`config: not valid JSON: ${echo(e instanceof Error ? e.message : String(e))}`)
+  }
+  if (Json.exceedsDepth(json, maxDepth)) return Either.left(Json.tooDeep("config", maxDepth))
+  return Either.mapLeft(decodeConfig(json), formatError)
+}
 
 /** The dynamic part of a decoded config. */
 export const dynamicOf = (config: Config): DynamicConfig => ({

@@ -88,6 +88,20 @@ describe("ConfigFile", () => {
       expect(invalid.message).toContain("peers[1].enabled")
     }))
 
+  it.scoped("a file nested deeper than 64 levels is a ConfigError, at start and on reload (nothing overflows)", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const file = path.join(dir, "deep.json")
+      fs.writeFileSync(file, `{"peers": ${"[".repeat(100_000)}${"]".repeat(100_000)}}`)
+      const deep = yield* Effect.flip(ConfigFile.load(file))
+      expect(deep.reason).toBe("Invalid")
+      expect(deep.message).toBe(`invalid ${file}: config is nested deeper than 64 levels`)
+      const { events, file: live } = yield* setup({ peers: [peerA] })
+      replaceAtomically(live, `{"outbound": ${"[".repeat(1000)}${"]".repeat(1000)}}`)
+      const rejected = yield* Queue.take(events)
+      expect(rejected._tag === "Rejected" && rejected.error.message).toContain("config is nested deeper than 64 levels")
+    }))
+
   it.scoped("a valid change is applied without a restart: peers, API keys and rate limits", () =>
     Effect.gen(function*() {
       const { config, events, file, provider } = yield* setup({ peers: [peerA] })
