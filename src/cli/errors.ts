@@ -8,6 +8,8 @@
  */
 import * as ValidationError from "@effect/cli/ValidationError"
 import { Cause, Data, Exit, Option } from "effect"
+import { echo, MESSAGE_LIMIT } from "../errors/CallError.js"
+import * as Json from "../schema/Json.js"
 
 /** Exit codes, documented in the README (`alknet` → exit codes). Append only: scripts depend on them. */
 export const ExitCode = {
@@ -120,6 +122,16 @@ const vaultCodes: Record<string, ExitCodeName> = {
   InvalidPath: "Internal"
 }
 
+/** A call error's `details` (sent by the remote) as bounded JSON; one nested too deep to print says so. */
+const printDetails = (details: unknown): string => {
+  if (Json.exceedsDepth(details)) return `(${Json.tooDeep("details")})`
+  try {
+    return echo(JSON.stringify(details) ?? String(details), MESSAGE_LIMIT)
+  } catch {
+    return "(details not printable as JSON)"
+  }
+}
+
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, " ").trim()
 
 const line = (message: string) => `alknet: ${oneLine(message)}`
@@ -143,7 +155,8 @@ export const classify = (error: unknown): Failure => {
       return of((error as CliError).code, line(message))
     case "CallError": {
       const { code, details } = error as { code: string; details?: unknown }
-      const suffix = details === undefined ? "" : ` details: ${JSON.stringify(details)}`
+      const suffix = details === undefined ? "" : ` details: ${printDetails(details)}`
+      // code and message are bounded where a CallError is made (also off the wire); details are bounded here
       return of(callCodes[code] ?? "CallDomain", `${code}: ${oneLine(message)}${suffix}`)
     }
     case "EndpointError":

@@ -9,6 +9,12 @@
  *
  * An error received off the wire keeps the code it was sent with (so forwarded domain errors survive intact);
  * `protocolCode` is how a client classifies it: any code that is not a protocol code counts as `INTERNAL`.
+ *
+ * Bounded echo: a message never repeats a caller's value in full. Every piece of caller input put into a message
+ * (an operation name, an input path, a schema's "actual" value) goes through {@link echo}, which keeps the first
+ * {@link ECHO_LIMIT} characters and says how long the rest was; every message as a whole (including one received
+ * off the wire, or a handler's own) is bounded the same way at {@link MESSAGE_LIMIT}. What the wire, the logs and the
+ * CLI show of an error is therefore bounded whatever the caller sent.
  */
 import { Schema } from "effect"
 
@@ -23,6 +29,23 @@ export const PROTOCOL_CODES = [
 export type ProtocolCode = typeof PROTOCOL_CODES[number]
 
 const protocolCodes: ReadonlySet<string> = new Set(PROTOCOL_CODES)
+
+/** How much of a caller's value a message repeats: 200 characters. */
+export const ECHO_LIMIT = 200
+
+/** How long an error message (code, message) can be as a whole: 1,000 characters. */
+export const MESSAGE_LIMIT = 1000
+
+/**
+ * `text` if it has at most `limit` characters; else its first `limit` characters (never half a surrogate pair) and
+ * `…(truncated, N characters)`, N being the full length. The one helper for any text built from caller input.
+ */
+export const echo = (text: string, limit: number = ECHO_LIMIT): string => {
+  if (text.length <= limit) return text
+  const code = text.charCodeAt(limit - 1)
+  const cut = code >= 0xd800 && code <= 0xdbff ? limit - 1 : limit
+  return `${text.slice(0, cut)}…(truncated, ${text.length} characters)`
+}
 
 /** Whether `code` is one of the six protocol codes. */
 export const isProtocolCode = (code: string): code is ProtocolCode => protocolCodes.has(code)
@@ -46,18 +69,19 @@ export class CallError extends Schema.TaggedError<CallError>("alknet/CallError")
   }
 }
 
-const make = (code: string, message: string, details?: unknown): CallError =>
-  new CallError(
-    details === undefined
-      ? { code, message, retryable: code === "TIMEOUT" }
-      : { code, message, retryable: code === "TIMEOUT", details }
-  )
+const make = (code: string, message: string, details?: unknown): CallError => {
+  const fields = { code: echo(code, MESSAGE_LIMIT), message: echo(message, MESSAGE_LIMIT), retryable: code === "TIMEOUT" }
+  return new CallError(details === undefined ? fields : { ...fields, details })
+}
 
-/** `NOT_FOUND "operation not found: {name}"` (also for Internal operations and, in discovery, forbidden ones). */
-export const notFound = (name: string): CallError => make("NOT_FOUND", `operation not found: ${name}`)
+/**
+ * `NOT_FOUND "operation not found: {name}"` (also for Internal operations and, in discovery, forbidden ones). The
+ * name is the caller's: it is echoed bounded.
+ */
+export const notFound = (name: string): CallError => make("NOT_FOUND", `operation not found: ${echo(name)}`)
 /** `FORBIDDEN` with one of the access-control messages of SPEC §4. */
 export const forbidden = (message: string): CallError => make("FORBIDDEN", message)
-/** `INVALID_INPUT` with a message naming the failing path. */
+/** `INVALID_INPUT` with a message naming the failing path (build the parts that come from the input with `echo`). */
 export const invalidInput = (message: string): CallError => make("INVALID_INPUT", message)
 /** `INVALID_OPERATION_TYPE`: a subscription called as a call, or the reverse. */
 export const invalidOperationType = (message: string): CallError => make("INVALID_OPERATION_TYPE", message)
@@ -70,12 +94,16 @@ export const timeout = (): CallError => make("TIMEOUT", "request timed out")
 /** A domain error of an operation; its `code` should be one the operation declares. */
 export const domain = (code: string, message: string, details?: unknown): CallError => make(code, message, details)
 
-/** Read a `call.error` payload off the wire; a malformed one becomes `INTERNAL`. */
+/** Read a `call.error` payload off the wire; a malformed one becomes `INTERNAL`. Code and message are bounded. */
 export const fromPayload = (payload: { readonly [key: string]: unknown }): CallError => {
   const { code, details, message, retryable } = payload
   if (typeof code !== "string" || typeof message !== "string") {
     return internal("malformed call.error payload")
   }
-  const fields = { code, message, retryable: typeof retryable === "boolean" ? retryable : code === "TIMEOUT" }
+  const fields = {
+    code: echo(code, MESSAGE_LIMIT),
+    message: echo(message, MESSAGE_LIMIT),
+    retryable: typeof retryable === "boolean" ? retryable : code === "TIMEOUT"
+  }
   return new CallError(details === undefined ? fields : { ...fields, details })
 }
