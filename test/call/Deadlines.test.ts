@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Chunk, Effect, TestClock } from "effect"
 import * as Deadlines from "../../src/call/Deadlines.js"
 
 const settle = Effect.repeatN(Effect.yieldNow(), 20)
@@ -57,5 +57,97 @@ describe("Deadlines", () => {
       yield* TestClock.adjust(500)
       yield* settle
       expect(fired).toEqual(["past", "soon"])
+    }))
+
+  // With the former sorted list, each insertion walked back from the tail past every later entry: 100,000 descending
+  // deadlines cost ~5·10⁹ steps (minutes of CPU). The heap takes O(log n) per insertion whatever the order. These
+  // tests assert behaviour only (order, emptiness), never time — a quadratic structure would simply run for minutes.
+  it.scoped("100,000 descending deadlines fire in deadline order (ties in insertion order), armed once, none left", () =>
+    Effect.gen(function*() {
+      const deadlines = yield* Deadlines.make
+      const n = 100_000
+      // 100 distinct deadlines, 1,000 entries each, descending (TestClock steps through each distinct deadline; a
+      // sorted list still walks past every earlier group: ~5·10⁹ steps)
+      const deadlineOf = (i: number) => 1_000 + Math.floor((n - 1 - i) / 1_000) * 10
+      const fired: Array<number> = []
+      for (let i = 0; i < n; i++) deadlines.add(deadlineOf(i), () => fired.push(i))
+      expect(deadlines.size()).toBe(n)
+      yield* settle
+      // the burst armed the timer once: one sleep, until the earliest deadline
+      expect(Chunk.toReadonlyArray(yield* TestClock.sleeps())).toEqual([1_000])
+      yield* TestClock.adjust(1_000 + 50 * 10 - 1) // just before the 51st distinct deadline
+      yield* settle
+      expect(fired.length).toBe(n / 2)
+      yield* TestClock.adjust(50 * 10)
+      yield* settle
+      expect(fired.length).toBe(n)
+      for (let k = 1; k < n; k++) {
+        const [a, b] = [fired[k - 1]!, fired[k]!]
+        const inOrder = deadlineOf(a) < deadlineOf(b) || (deadlineOf(a) === deadlineOf(b) && a < b)
+        if (!inOrder) expect.fail(`entry ${b} fired after ${a}`)
+      }
+      expect(deadlines.size()).toBe(0)
+    }))
+
+  it.scoped("100,000 distinct descending deadlines already due fire at once, in order", () =>
+    Effect.gen(function*() {
+      const deadlines = yield* Deadlines.make
+      const n = 100_000
+      yield* TestClock.adjust(n + 1)
+      const fired: Array<number> = []
+      for (let at = n; at >= 1; at--) deadlines.add(at, () => fired.push(at))
+      yield* settle
+      expect(fired.length).toBe(n)
+      for (let k = 0; k < n; k++) if (fired[k] !== k + 1) expect.fail(`deadline ${fired[k]} fired at position ${k}`)
+      expect(deadlines.size()).toBe(0)
+    }))
+
+  it.scoped("100,000 cancelled entries leave nothing behind; the rest still fire in order", () =>
+    Effect.gen(function*() {
+      const deadlines = yield* Deadlines.make
+      const n = 100_000
+      const fired: Array<number> = []
+      const cancels: Array<() => void> = []
+      // an order no list would like: interleaved descending and ascending halves
+      for (let i = 0; i < n; i++) {
+        const at = 1_000 + (i % 2 === 0 ? n - i : n + i)
+        cancels.push(deadlines.add(at, () => fired.push(at)))
+      }
+      const keep = deadlines.add(500_000, () => fired.push(-1))
+      // cancel in yet another order: from the middle outwards
+      for (let k = 0; k < n / 2; k++) {
+        cancels[n / 2 + k]!()
+        cancels[n / 2 - 1 - k]!()
+      }
+      for (const cancel of cancels) cancel() // idempotent
+      expect(deadlines.size()).toBe(1)
+      yield* TestClock.adjust(1_000_000)
+      yield* settle
+      expect(fired).toEqual([-1])
+      expect(deadlines.size()).toBe(0)
+      keep()
+      expect(deadlines.size()).toBe(0)
+    }))
+
+  it.scoped("entries added while firing, and after the timer ended, are armed and fire", () =>
+    Effect.gen(function*() {
+      const deadlines = yield* Deadlines.make
+      const fired: Array<string> = []
+      deadlines.add(100, () => {
+        fired.push("first")
+        deadlines.add(50, () => fired.push("already due, added while firing"))
+        deadlines.add(300, () => fired.push("later, added while firing"))
+      })
+      yield* TestClock.adjust(100)
+      yield* settle
+      expect(fired).toEqual(["first", "already due, added while firing"])
+      yield* TestClock.adjust(200)
+      yield* settle
+      expect(fired).toEqual(["first", "already due, added while firing", "later, added while firing"])
+      expect(deadlines.size()).toBe(0)
+      deadlines.add(1_000, () => fired.push("after idle"))
+      yield* TestClock.adjust(1_000)
+      yield* settle
+      expect(fired.at(-1)).toBe("after idle")
     }))
 })
