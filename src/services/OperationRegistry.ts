@@ -74,9 +74,15 @@ export const sourceOf = (registrations: Iterable<HandlerRegistration>): Operatio
 }
 
 /** Build the curated registry. Duplicate names and the reserved discovery names are rejected. */
+/** Registry options: the default deadline of root calls, and the nesting limit of inputs (default 64 levels). */
+export interface Options {
+  readonly defaultTimeout?: Duration.DurationInput
+  readonly maxInputDepth?: number
+}
+
 export const make = (
   registrations: Iterable<HandlerRegistration>,
-  options: { readonly defaultTimeout?: Duration.DurationInput } = {}
+  options: Options = {}
 ): Effect.Effect<OperationRegistry["Type"], RegistryError, Scope.Scope> =>
   Effect.gen(function*() {
     const seen = new Set<string>()
@@ -93,7 +99,8 @@ export const make = (
     const all = Object.freeze([...source.list()])
     const dispatcher = yield* Dispatcher.make({
       source,
-      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout })
+      ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout }),
+      ...(options.maxInputDepth === undefined ? {} : { maxInputDepth: options.maxInputDepth })
     })
     return OperationRegistry.of({
       registrations: all,
@@ -114,5 +121,5 @@ export const make = (
 /** The registry as a layer. */
 export const layer = (
   registrations: Iterable<HandlerRegistration>,
-  options?: { readonly defaultTimeout?: Duration.DurationInput }
+  options?: Options
 ): Layer.Layer<OperationRegistry, RegistryError> => Layer.scoped(OperationRegistry, make(registrations, options))

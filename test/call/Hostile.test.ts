@@ -91,7 +91,7 @@ describe("deep JSON input", () => {
       expect(error.toPayload()).toEqual(tooDeep)
     }))
 
-  it.scoped("the maximum is a dispatcher option; invokeRegistration applies it", () =>
+  it.scoped("the maximum is a dispatcher (and registry) option; invokeRegistration applies it", () =>
     Effect.gen(function*() {
       const source = OperationRegistry.sourceOf([any, composer])
       const dispatcher = yield* Dispatcher.make({ source, maxInputDepth: 3 })
@@ -111,6 +111,10 @@ describe("deep JSON input", () => {
         )
       expect((yield* Effect.flip(viaComposer([[[[1]]]]))).message).toBe("input is nested deeper than 3 levels")
       expect(Json.DEFAULT_MAX_DEPTH).toBe(64)
+      // and a registry passes it on
+      const registry = yield* OperationRegistry.make([any], { maxInputDepth: 2 })
+      expect(yield* registry.invoke("t/any", [[1]])).toEqual([[1]])
+      expect((yield* Effect.flip(registry.invoke("t/any", [[[1]]]))).message).toBe("input is nested deeper than 2 levels")
     }))
 
   it.scoped("nothing is logged for deep input (bad input is not an error of the node)", () =>
