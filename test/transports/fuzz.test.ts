@@ -38,6 +38,8 @@ const captureErrors = Logger.replace(
 const SEED = 19_20
 /** 2,250 hostile frames and messages by default (~20 s of CPU); `FUZZ_SCALE=4` fuzzes harder, locally. */
 const SCALE = Number(process.env.FUZZ_SCALE ?? "1")
+/** Requests a raw client keeps in flight on one socket or connection. */
+const WINDOW = 8
 
 const operations = [
   Operation.query({ name: "fuzz/echo", input: Schema.Unknown, output: Schema.Unknown, handler: Effect.succeed }),
@@ -239,7 +241,10 @@ const openWs = (url: string) =>
     socket.once("error", reject)
   })
 
-/** Send requests on one socket; resolves with the answers once every request that needs one has one. */
+/**
+ * Send requests on one socket, at most WINDOW awaiting an answer at a time (as a client within per-connection limits
+ * would); resolves with the answers once every request that needs one has one.
+ */
 const wsRequests = async (
   url: string,
   sent: ReadonlyArray<Envelope>,
@@ -248,19 +253,30 @@ const wsRequests = async (
   const socket = await openWs(url)
   const answers = new Map<string, Answer>()
   const waiting = new Set(sent.filter((e) => e.answer !== undefined).map((e) => e.id))
+  let inFlight = 0
+  let next = 0
   try {
     await new Promise<void>((resolve, reject) => {
+      const sendMore = () => {
+        while (next < sent.length && inFlight < WINDOW) {
+          const e = sent[next++]!
+          if (e.answer !== undefined) inFlight++
+          socket.send(utf8(e.text))
+        }
+        if (next === sent.length && waiting.size === 0) resolve()
+      }
       socket.on("message", (data: Buffer) => {
         const answer = JSON.parse(data.toString("utf8")) as Answer
         if (answers.has(answer.id)) return // more subscription items, or their end
         answers.set(answer.id, answer)
-        waiting.delete(answer.id)
-        onAnswer()
-        if (waiting.size === 0) resolve()
+        if (waiting.delete(answer.id)) {
+          inFlight--
+          onAnswer()
+        }
+        sendMore()
       })
       socket.on("close", (code) => reject(new Error(`socket closed (${code}) with ${waiting.size} requests unanswered`)))
-      for (const e of sent) socket.send(utf8(e.text))
-      if (waiting.size === 0) resolve()
+      sendMore()
     })
   } finally {
     socket.terminate()
@@ -401,7 +417,7 @@ describe("wire fuzz", () => {
           Promise.all(chunks(quicSent, 200).map(async (batch) => {
             const client = await openQuic(quicPort, credentials)
             try {
-              return await pool(batch, 16, (e) => quicExchange(client, frame(utf8(e.text))).finally(tick))
+              return await pool(batch, WINDOW, (e) => quicExchange(client, frame(utf8(e.text))).finally(tick))
             } finally {
               await client.destroy({ force: true }).catch(() => undefined)
             }
@@ -412,7 +428,7 @@ describe("wire fuzz", () => {
           (async () => {
             const client = await openQuic(quicPort, credentials)
             try {
-              const results = await pool(quicBad, 16, (item) => quicExchange(client, item.frame).finally(tick))
+              const results = await pool(quicBad, WINDOW, (item) => quicExchange(client, item.frame).finally(tick))
               // the same connection still serves
               const after = await quicExchange(
                 client,
