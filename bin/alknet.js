@@ -2,16 +2,22 @@
 // The `alknet` command. It runs the TypeScript sources in src/ directly: no build step.
 //
 // How: src/cli/main.ts and the packages it uses are bundled by esbuild (the compiler tsx uses) into
-// node_modules/.cache/alknet/cli-<stamp>/, where the stamp covers every file under src/ (path, size, mtime) and this
-// file: an edit rebuilds it (a second or two, once), an unchanged tree reuses it. Packages with native code stay
-// external; each command loads only its own chunks (`peer list` never loads QUIC). Why not tsx's loader hooks: they
-// pass each of the ~800 modules a command loads through a worker thread, 5 s of CPU per command instead of under 1.
-// They remain the fallback when the cache cannot be built.
+// node_modules/.cache/alknet/cli-<stamp>-<format>/, where the stamp covers every file under src/ (path, size, mtime)
+// and this file: an edit rebuilds it (a second or two, once), an unchanged tree reuses it. Packages with native code
+// stay external; each command evaluates only its own modules (`peer list` never loads QUIC). Why not tsx's loader
+// hooks: they pass each of the ~800 modules a command loads through a worker thread, 5 s of CPU per command instead of
+// under 1. They remain the fallback when the cache cannot be built.
+//
+// The bundle is one CommonJS script where Node can `require` ES modules (>= 20.19: the QUIC packages are ESM-only), run
+// with V8's code cache: compiling 5 MB of JavaScript was the largest part of a command's start-up, and Node 20 caches
+// no compiled code for ES modules. The cache is written once per command name (`call`, `peer`, …: each compiles the
+// functions it runs) and rewritten when V8 rejects it. Older Node gets ES module chunks, without a code cache.
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
-import * as module from "node:module"
+import { createRequire } from "node:module"
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import * as vm from "node:vm"
 
 const self = fileURLToPath(import.meta.url)
 const root = path.resolve(path.dirname(self), "..")
@@ -31,11 +37,30 @@ const stamp = () => {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+const script = process.features.require_module === true
+const format = script ? "cjs" : "esm"
+
+// The ESM-only packages with native code: `require`d by file (their exports map offers only `import`).
+const esmOnly = ["@matrixai/quic", "@matrixai/logger"]
+const esmOnlyPlugin = {
+  name: "alknet-esm-only",
+  setup(build) {
+    const files = new Map(esmOnly.map((name) => [name, fileURLToPath(import.meta.resolve(name))]))
+    const external = new Set(files.values())
+    build.onResolve({ filter: /.*/ }, (args) => (external.has(args.path) ? { path: args.path, external: true } : undefined))
+    build.onResolve({ filter: /^@matrixai\/(quic|logger)$/ }, (args) => ({ path: args.path, namespace: "esm-only" }))
+    build.onLoad({ filter: /.*/, namespace: "esm-only" }, (args) => {
+      const file = JSON.stringify(files.get(args.path))
+      return { contents: `export * from ${file}; export { default } from ${file};`, loader: "js" }
+    })
+  }
+}
+
 const bundled = async () => {
   const cache = path.join(root, "node_modules", ".cache", "alknet")
-  const name = `cli-${stamp()}`
+  const name = `cli-${stamp()}-${format}`
   const dir = path.join(cache, name)
-  const main = path.join(dir, "main.js")
+  const main = path.join(dir, script ? "main.cjs" : "main.js")
   if (fs.existsSync(main)) return main
   fs.mkdirSync(cache, { recursive: true })
   // One build at a time: others wait for it (several commands started at once on a fresh tree).
@@ -55,24 +80,38 @@ const bundled = async () => {
     process.stderr.write("alknet: building the CLI bundle (first run after a change)…\n")
     const { build } = await import("esbuild")
     const temp = `${dir}.${process.pid}.tmp`
-    await build({
+    const common = {
       entryPoints: { main: entry },
       outdir: temp,
       bundle: true,
-      splitting: true,
       platform: "node",
-      format: "esm",
       target: "node20",
-      // Native addons (and what they share with our code) load from node_modules.
-      external: ["@matrixai/quic", "@matrixai/logger", "better-sqlite3"],
-      // Bundled CommonJS packages require Node's built-ins.
-      banner: {
-        js: 'import { createRequire as __alknetRequire } from "node:module"; const require = __alknetRequire(import.meta.url);'
-      },
       sourcemap: "linked",
       sourcesContent: false,
       logLevel: "error"
-    })
+    }
+    await build(
+      script
+        ? {
+          ...common,
+          format: "cjs",
+          outExtension: { ".js": ".cjs" },
+          // Native addons (and what they share with our code) load from node_modules.
+          external: ["better-sqlite3"],
+          plugins: [esmOnlyPlugin]
+        }
+        : {
+          ...common,
+          format: "esm",
+          splitting: true,
+          external: [...esmOnly, "better-sqlite3"],
+          // Bundled CommonJS packages require Node's built-ins.
+          banner: {
+            js:
+              'import { createRequire as __alknetRequire } from "node:module"; const require = __alknetRequire(import.meta.url);'
+          }
+        }
+    )
     try {
       fs.renameSync(temp, dir) // atomic: a concurrent run sees no bundle or the whole of it
     } catch {
@@ -145,14 +184,49 @@ const memo = (main) => {
   return false
 }
 
+/** Run the CommonJS bundle with V8's code cache for this command (written at exit when there was none). */
+const runScript = (main) => {
+  // With --verbose, Node's own loader runs it: stack traces through the source map into src/, no code cache.
+  if (process.argv.includes("--verbose")) return createRequire(import.meta.url)(main)
+  const command = args.find((a) => /^[a-z][a-z-]*$/.test(a)) ?? "none"
+  const cacheFile = path.join(path.dirname(main), `v8-${command}.bin`)
+  let cachedData
+  try {
+    cachedData = fs.readFileSync(cacheFile)
+  } catch {
+    // None yet.
+  }
+  const source = `(function (exports, require, module, __filename, __dirname) {${fs.readFileSync(main, "utf8")}\n})`
+  const compiled = new vm.Script(source, {
+    filename: main,
+    cachedData,
+    importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER
+  })
+  if (cachedData === undefined || compiled.cachedDataRejected) {
+    // At exit, the functions this command ran are compiled too.
+    process.once("exit", () => {
+      try {
+        fs.writeFileSync(`${cacheFile}.${process.pid}`, compiled.createCachedData())
+        fs.renameSync(`${cacheFile}.${process.pid}`, cacheFile)
+      } catch {
+        // Only a cache.
+      }
+    })
+  }
+  const mod = { exports: {} }
+  compiled.runInThisContext()(mod.exports, createRequire(main), mod, main, path.dirname(main))
+}
+
 let main
 try {
   main = await bundled()
-  // Node >= 22.1 keeps the bundle's compiled code between runs (Node 20 has no such cache for ES modules).
-  module.enableCompileCache?.(path.join(path.dirname(main), "v8"))
 } catch {
   const { register } = await import("tsx/esm/api")
   register()
   main = entry
 }
-if (!(main !== entry && memo(main))) await import(pathToFileURL(main).href)
+if (main === entry) await import(pathToFileURL(main).href)
+else if (!memo(main)) {
+  if (script) runScript(main)
+  else await import(pathToFileURL(main).href)
+}
