@@ -11,7 +11,7 @@ import * as Options from "@effect/cli/Options"
 import { Effect, Layer, Option, Redacted } from "effect"
 import * as CredentialStore from "../services/CredentialStore.js"
 import * as Vault from "../services/Vault.js"
-import { CliError } from "./errors.js"
+import { CliError, usage } from "./errors.js"
 import * as Home from "./home.js"
 import * as Io from "./io.js"
 import * as Shared from "./options.js"
@@ -22,6 +22,15 @@ const keyVersion = Options.integer("key-version").pipe(
   Options.withDescription(`encrypt under this key version (default ${Vault.CURRENT_KEY_VERSION})`),
   Options.optional
 )
+
+/** A key version to encrypt to: version 1 is the legacy password-based scheme, which this vault only reads about. */
+const encryptVersion = (flag: string, version: number) =>
+  version === 1
+    ? Effect.fail(usage(
+      `${flag} 1: key version 1 is legacy (password-based) encryption, which this vault cannot encrypt to; ` +
+        `use ${Vault.CURRENT_KEY_VERSION} or later`
+    ))
+    : Effect.succeed(version)
 
 /** The store and the unlocked vault of a home. */
 const withVault = <A, E>(
@@ -45,8 +54,9 @@ const put = Command.make(
   (o) =>
     withVault(o.home, (store, vault) =>
       Effect.gen(function*() {
+        const version = yield* encryptVersion("--key-version", Option.getOrElse(o.keyVersion, () => Vault.CURRENT_KEY_VERSION))
         const value = yield* Io.readRest(`the value of ${o.provider}`)
-        const blob = yield* vault.encrypt(value, Option.getOrElse(o.keyVersion, () => Vault.CURRENT_KEY_VERSION))
+        const blob = yield* vault.encrypt(value, version)
         yield* store.put(o.provider, blob)
         yield* Io.out(`stored credential ${o.provider} (key_version ${blob.key_version})`)
       }))
@@ -116,7 +126,7 @@ const rotate = Command.make(
     withVault(o.home, (store, vault) =>
       Effect.gen(function*() {
         const blob = yield* stored(store, o.provider)
-        const target = Option.getOrElse(o.to, () => blob.key_version + 1)
+        const target = yield* encryptVersion("--to", Option.getOrElse(o.to, () => blob.key_version + 1))
         const rotated = yield* vault.rotate(blob, target)
         yield* store.put(o.provider, rotated)
         yield* Io.out(`rotated credential ${o.provider}: key_version ${blob.key_version} -> ${rotated.key_version}`)

@@ -15,6 +15,7 @@
 import { Clock, Effect, Option, Schedule, Schema, Stream } from "effect"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration } from "../services/Operation.js"
+import { plural } from "./io.js"
 
 const NodeId = Schema.Struct({ id: Schema.String })
 
@@ -84,10 +85,10 @@ export const operations = (record: (line: string) => Effect.Effect<void>): Reado
         Stream.onStart(record(`demo/ticks started (${ctx.requestId})`)),
         Stream.onEnd(Effect.suspend(() => {
           completed = true
-          return record(`demo/ticks completed after ${sent} items (${ctx.requestId})`)
+          return record(`demo/ticks completed after ${plural(sent, "item")} (${ctx.requestId})`)
         })),
         Stream.ensuring(Effect.suspend(() =>
-          completed ? Effect.void : record(`demo/ticks interrupted after ${sent} items (${ctx.requestId})`)
+          completed ? Effect.void : record(`demo/ticks interrupted after ${plural(sent, "item")} (${ctx.requestId})`)
         ))
       )
     }

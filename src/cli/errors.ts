@@ -50,6 +50,8 @@ export const ExitCode = {
   Untrusted: 17,
   /** The remote refused our identity or does not speak `alknet/call`. */
   Rejected: 18,
+  /** `status`: no node runs from the home (none was started, or it died and left its run file). */
+  NotRunning: 19,
   /** Call error `NOT_FOUND` (unknown operation). */
   CallNotFound: 20,
   /** Call error `FORBIDDEN`. */
@@ -64,6 +66,8 @@ export const ExitCode = {
   CallTimeout: 25,
   /** A domain error code declared by the operation. */
   CallDomain: 26,
+  /** `node`: a node already runs from the home (it holds `HOME/node.lock`). */
+  AlreadyRunning: 27,
   /** Stopped by Ctrl-C / SIGTERM (except `alknet node`, for which that is the normal end: 0). */
   Interrupted: 130
 } as const

@@ -6,16 +6,21 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import { Effect, Option } from "effect"
+import { Effect, Option, Schedule } from "effect"
+import * as dgram from "node:dgram"
 import * as fs from "node:fs/promises"
+import * as net from "node:net"
 import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
+import type { NodeInfo } from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
+import type { ListenAddress } from "../schema/Config.js"
 import * as Demo from "./demo.js"
-import { signalEndsNormally } from "./errors.js"
+import { CliError, signalEndsNormally } from "./errors.js"
 import * as Home from "./home.js"
 import { initHome } from "./init.js"
 import * as Io from "./io.js"
+import * as Lock from "./lock.js"
 import * as Outbound from "./outbound.js"
 import * as Shared from "./options.js"
 import { writeRunFile } from "./status.js"
@@ -39,6 +44,74 @@ const demo = Options.boolean("demo").pipe(
 const init = Options.boolean("init").pipe(
   Options.withDescription("create the home first if there is none (its report goes to stderr)")
 )
+
+/** Whether a port is taken: bind it ourselves for a moment (UDP for QUIC, TCP for WebSocket). */
+const inUse = (kind: "udp" | "tcp", address: ListenAddress) =>
+  Effect.async<boolean>((resume) => {
+    const failed = (e: NodeJS.ErrnoException) => resume(Effect.succeed(e.code === "EADDRINUSE"))
+    if (kind === "udp") {
+      const socket = dgram.createSocket(address.host.includes(":") ? "udp6" : "udp4")
+      socket.once("error", (e: NodeJS.ErrnoException) => {
+        socket.close()
+        failed(e)
+      })
+      socket.bind(address.port, address.host, () => socket.close(() => resume(Effect.succeed(false))))
+    } else {
+      const server = net.createServer()
+      server.once("error", failed)
+      server.listen(address.port, address.host, () => server.close(() => resume(Effect.succeed(false))))
+    }
+  })
+
+/**
+ * A listen failure said plainly when the cause is a port in use (the QUIC library only says "Could not bind").
+ * `undefined` when that is not it.
+ */
+const explainListen = (home: string, listen: ListenAddress | undefined, ws: ListenAddress | undefined) =>
+  Effect.gen(function*() {
+    const quic = listen ?? (yield* Effect.option(Home.config(home))).pipe(Option.map((c) => c.listen), Option.getOrUndefined)
+    const taken = (kind: string, a: ListenAddress) =>
+      new CliError({
+        code: "Listen",
+        message: `cannot listen on ${kind}://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}: the ${
+          kind === "quic" ? "UDP" : "TCP"
+        } port is in use (another node or program has it); choose another with --${kind === "quic" ? "" : "ws-"}listen`
+      })
+    if (quic !== undefined && quic.port !== 0 && (yield* inUse("udp", quic))) return taken("quic", quic)
+    if (ws !== undefined && ws.port !== 0 && (yield* inUse("tcp", ws))) return taken("ws", ws)
+    return undefined
+  })
+
+/**
+ * Say on stderr when an outbound peer connects, is lost, or fails (the node's own view, `node/info`, once a second:
+ * each change of state once, not each retry).
+ */
+const watchPeers = (info: Effect.Effect<NodeInfo>) =>
+  Effect.gen(function*() {
+    const seen = new Map<string, string>()
+    const check = Effect.flatMap(info, (now) =>
+      Effect.forEach(now.peers, (peer) => {
+        const before = seen.get(peer.peer_id)
+        seen.set(peer.peer_id, peer.state)
+        if (before === peer.state) return Effect.void
+        const why = peer.last_error === null ? "" : `: ${peer.last_error}`
+        switch (peer.state) {
+          case "connected":
+            return Io.err(`alknet node: peer ${peer.peer_id} connected (${peer.address}, ${Io.plural(peer.operations, "operation")})`)
+          case "reconnecting":
+            return Io.err(
+              before === "connected"
+                ? `alknet node: peer ${peer.peer_id} lost${why}; reconnecting`
+                : `alknet node: peer ${peer.peer_id} not reachable at ${peer.address}${why}; retrying`
+            )
+          case "failed":
+            return Io.err(`alknet node: peer ${peer.peer_id} failed${why}`)
+          default:
+            return Effect.void
+        }
+      }, { discard: true }))
+    yield* check.pipe(Effect.repeat(Schedule.spaced("1 second")))
+  })
 
 /** Re-read the config file on SIGHUP, for as long as the scope lives. */
 const reloadOnSighup = Effect.gen(function*() {
@@ -72,6 +145,8 @@ export const command = Command.make(
         if (!found) yield* initHome({ home, words: 24, mnemonicStdin: false, storeMnemonic: true }, Io.err)
       }
       yield* NodeHome.requireHome(home)
+      // One node per home: a second one would take over the run file and remove it when it stops.
+      yield* Lock.acquire(home)
       const mnemonic = yield* Home.mnemonicFromStdin(home)
       // The node (QUIC and all) loads only for this command.
       const Node = yield* Effect.promise(() => import("../layers/Node.js"))
@@ -93,13 +168,18 @@ export const command = Command.make(
         yield* writeRunFile(home, { pid: process.pid, fingerprint: node.fingerprint, transports: node.transports })
         yield* Effect.sync(signalEndsNormally)
         yield* reloadOnSighup
+        yield* Effect.forkScoped(watchPeers(node.info))
         yield* Io.err(`alknet node: serving from ${home}; stop with Ctrl-C or SIGTERM (open calls are drained)`)
         yield* Effect.addFinalizer(() => Io.err("alknet node: stopping: no new connections, draining open calls"))
         return yield* Effect.never
       }).pipe(
         Effect.scoped,
         Effect.provide(layer),
+        Effect.catchIf(
+          (e) => e._tag === "NodeError" && e.reason === "Listen",
+          (e) => Effect.flatMap(explainListen(home, listenAt, wsAt), (plain) => Effect.fail(plain ?? e))
+        ),
         Effect.ensuring(Effect.suspend(() => (started ? Io.err("alknet node: stopped") : Effect.void)))
       )
-    })
+    }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Run the node of a home until SIGINT / SIGTERM (graceful drain)."))

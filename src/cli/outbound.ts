@@ -17,10 +17,21 @@ import * as Shared from "./options.js"
 
 const decodeOutbound = Schema.decodeUnknownEither(OutboundPeer, { errors: "all", onExcessProperty: "error" })
 
-/** `[ID=]ADDR#FINGERPRINT` (or a bare `ADDR` for a peer with a CA-signed certificate) as an exported entry. */
-export const parseTarget = (flag: string, text: string): Effect.Effect<OutboundPeer, CliError> => {
+/**
+ * `[ID=]ADDR#FINGERPRINT` as an exported entry. The fingerprint is required: an alknet node presents its own key, which
+ * no CA vouches for, so a link without a pin would fail closed on every attempt (retrying forever). A peer with a
+ * CA-signed certificate can be linked without one in the config file's `outbound` list. `pinned: false` accepts a
+ * bare `ADDR` too (to name an entry, e.g. for `disconnect`).
+ */
+export const parseTarget = (flag: string, text: string, pinned = true): Effect.Effect<OutboundPeer, CliError> => {
   const match = /^(?:([A-Za-z0-9._-]+)=)?([^#\s]+)(?:#(\S+))?$/.exec(text)
   if (match === null) return Effect.fail(usage(`${flag}: expected [ID=]ADDR#FINGERPRINT, got ${JSON.stringify(text)}`))
+  if (pinned && match[3] === undefined) {
+    return Effect.fail(usage(
+      `${flag} ${text}: no fingerprint: give the peer as ${text}#FINGERPRINT (its node prints it on its first line); ` +
+        "an alknet node's key is trusted only when pinned"
+    ))
+  }
   const entry = {
     ...(match[1] === undefined ? {} : { peer_id: match[1] }),
     address: match[2]!,
@@ -107,7 +118,7 @@ const disconnect = Command.make(
       const ids = new Set<string>()
       for (const t of o.targets) {
         // An id alone, or the same ADDR#FINGERPRINT given to connect.
-        ids.add(/^[A-Za-z0-9._-]+$/.test(t) ? t : outboundId(yield* parseTarget("peer", t)))
+        ids.add(/^[A-Za-z0-9._-]+$/.test(t) ? t : outboundId(yield* parseTarget("peer", t, false)))
       }
       let removed = 0
       yield* editOutbound(o.home, (current) => {

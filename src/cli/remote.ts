@@ -10,9 +10,10 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Config, Effect, Option, Redacted, Schema, Stream } from "effect"
+import * as fs from "node:fs/promises"
+import { CallError } from "../errors/CallError.js"
 import { compact } from "../internal/compact.js"
-import type * as Client from "./client.js"
-import { CliError } from "./errors.js"
+import { CliError, usage } from "./errors.js"
 import * as Io from "./io.js"
 import * as Shared from "./options.js"
 
@@ -34,8 +35,14 @@ const connection = {
   ),
   token: Options.redacted("token").pipe(
     Options.withPseudoName("TOKEN"),
-    Options.withDescription("bearer token sent with every call (default $ALKNET_TOKEN)"),
-    Options.withFallbackConfig(Config.redacted("ALKNET_TOKEN")),
+    Options.withDescription(
+      "bearer token sent with every call; visible to other users in the process list: prefer $ALKNET_TOKEN or --token-file"
+    ),
+    Options.optional
+  ),
+  tokenFile: Options.text("token-file").pipe(
+    Options.withPseudoName("PATH"),
+    Options.withDescription("read the bearer token from this file (its first line); - reads it from stdin"),
     Options.optional
   ),
   connectTimeout: Options.text("connect-timeout").pipe(
@@ -50,9 +57,84 @@ const connection = {
   )
 }
 
-/** Connect with the command's credentials (the QUIC and WebSocket client load only for commands that connect). */
-const connect = (target: string, o: Client.ConnectionOptions) =>
-  Effect.flatMap(Effect.promise(() => import("./client.js")), (client) => client.connect(target, o))
+interface ConnectionFlags {
+  readonly address: string
+  readonly home: Option.Option<string>
+  readonly fingerprint: Option.Option<string>
+  readonly token: Option.Option<Redacted.Redacted<string>>
+  readonly tokenFile: Option.Option<string>
+  readonly connectTimeout: string
+  readonly retries: number
+}
+
+/**
+ * The bearer token: `--token` (with a warning: the process list shows it), `--token-file PATH` (`-`: the first line
+ * of stdin), else `$ALKNET_TOKEN`.
+ */
+const resolveToken = (o: ConnectionFlags) =>
+  Effect.gen(function*() {
+    if (Option.isSome(o.token) && Option.isSome(o.tokenFile)) return yield* usage("--token and --token-file: give one")
+    if (Option.isSome(o.token)) {
+      yield* Io.err(
+        "alknet: warning: a token given with --token is visible to other users in the process list; " +
+          "use $ALKNET_TOKEN or --token-file instead"
+      )
+      return o.token
+    }
+    if (Option.isSome(o.tokenFile)) {
+      const file = o.tokenFile.value
+      const text = file === "-"
+        ? Redacted.value(yield* Io.readLine("the token", "enter the token (one line)"))
+        : yield* Effect.tryPromise({
+          try: () => fs.readFile(file, "utf8"),
+          catch: (e) =>
+            usage(`--token-file: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`)
+        })
+      const token = text.split(/\r?\n/)[0]!.trim()
+      if (token === "") return yield* usage(`--token-file: no token in ${file === "-" ? "stdin" : file}`)
+      return Option.some(Redacted.make(token))
+    }
+    return yield* Config.option(Config.redacted("ALKNET_TOKEN")).pipe(
+      Effect.catchAll(() => Effect.succeedNone)
+    )
+  })
+
+const WhoAmI = Schema.Struct({ identity: Schema.NullOr(Schema.Unknown) })
+
+/** `FORBIDDEN: the token was rejected by the node` (never the token itself). */
+const tokenRejected = (detail = "") =>
+  new CallError({ code: "FORBIDDEN", message: `the token was rejected by the node${detail}`, retryable: false })
+
+/**
+ * Connect with the command's credentials. With a token, first ask the node who it takes us for (`node/whoami`): a
+ * node that does not know the token answers as to an anonymous caller, which would otherwise go unnoticed.
+ */
+const open = (o: ConnectionFlags) =>
+  Effect.gen(function*() {
+    const token = yield* resolveToken(o)
+    const client = yield* Effect.flatMap(
+      Effect.promise(() => import("./client.js")),
+      (client) => client.connect(o.address, { ...o, token })
+    )
+    if (Option.isSome(token)) {
+      const answer = yield* client.call("node/whoami", {}).pipe(
+        Effect.map(Schema.decodeUnknownOption(WhoAmI)),
+        // A node without node/whoami (not an alknet node): nothing to check against.
+        Effect.catchIf((e) => e.code === "NOT_FOUND", () => Effect.succeedNone)
+      )
+      if (Option.isSome(answer) && answer.value.identity === null) return yield* tokenRejected()
+    }
+    /** A call's failure, said plainly when it is because the token was not accepted. */
+    const explain = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+      Option.isNone(token)
+        ? self
+        : Effect.catchIf(
+          self,
+          (e): e is E & CallError => e instanceof CallError && e.code === "FORBIDDEN" && e.message === "authentication required",
+          () => Effect.fail(tokenRejected(" (authentication required)"))
+        )
+    return { client, explain }
+  })
 
 /** The input argument: JSON text, `-` for stdin, `{}` when absent. */
 const parseInput = (text: Option.Option<string>) =>
@@ -82,8 +164,8 @@ const call = Command.make(
     Effect.gen(function*() {
       const value = yield* parseInput(o.input)
       const deadline = Option.isSome(o.timeout) ? yield* Shared.parseDuration("--timeout", o.timeout.value) : undefined
-      const client = yield* connect(o.address, o)
-      yield* Io.json(yield* client.call(o.operation, value, compact({ timeout: deadline })))
+      const { client, explain } = yield* open(o)
+      yield* Io.json(yield* explain(client.call(o.operation, value, compact({ timeout: deadline }))))
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Call an operation and print its output as JSON."))
 
@@ -93,10 +175,22 @@ const subscribe = Command.make(
   (o) =>
     Effect.gen(function*() {
       const value = yield* parseInput(o.input)
-      const client = yield* connect(o.address, o)
-      yield* Stream.runForEach(client.subscribe(o.operation, value), (item) => Io.json(item, true))
+      const { client, explain } = yield* open(o)
+      // Only a subscription streams: a query or mutation would answer once and leave the stream waiting.
+      const spec = yield* explain(client.call("services/schema", { name: o.operation }))
+      const opType = Option.getOrUndefined(Schema.decodeUnknownOption(OpType)(spec))?.op_type
+      if (opType !== undefined && opType !== "subscription") {
+        return yield* new CallError({
+          code: "INVALID_OPERATION_TYPE",
+          message: `${o.operation} is a ${opType}; use alknet call`,
+          retryable: false
+        })
+      }
+      yield* explain(Stream.runForEach(client.subscribe(o.operation, value), (item) => Io.json(item, true)))
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Subscribe and print one JSON line per item; Ctrl-C aborts the subscription."))
+
+const OpType = Schema.Struct({ op_type: Schema.String })
 
 const Listing = Schema.Struct({
   operations: Schema.Array(Schema.Struct({ name: Schema.String, namespace: Schema.String, op_type: Schema.String }))
@@ -115,9 +209,9 @@ const ls = Command.make(
   { address, json: Shared.json, peers: peersFlag, ...connection },
   (o) =>
     Effect.gen(function*() {
-      const client = yield* connect(o.address, o)
+      const { client, explain } = yield* open(o)
       if (o.peers) {
-        const listed = yield* client.call("services/list-peers", {}).pipe(
+        const listed = yield* explain(client.call("services/list-peers", {})).pipe(
           Effect.catchIf((e) => e.code === "NOT_FOUND", () =>
             new CliError({
               code: "CallNotFound",
@@ -135,7 +229,7 @@ const ls = Command.make(
           byPeer.peers.flatMap((p) => p.operations.map((op) => [p.peer_id, op.name, op.op_type]))
         )
       }
-      const output = yield* client.call("services/list", {})
+      const output = yield* explain(client.call("services/list", {}))
       if (o.json) return yield* Io.json(output)
       const listing = yield* Schema.decodeUnknown(Listing)(output).pipe(
         Effect.mapError((e) => new CliError({ code: "Internal", message: `unexpected services/list output: ${e.message}` }))
@@ -149,8 +243,8 @@ const schema = Command.make(
   { address, operation, ...connection },
   (o) =>
     Effect.gen(function*() {
-      const client = yield* connect(o.address, o)
-      yield* Io.json(yield* client.call("services/schema", { name: o.operation }))
+      const { client, explain } = yield* open(o)
+      yield* Io.json(yield* explain(client.call("services/schema", { name: o.operation })))
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Print an operation's spec: input/output JSON Schemas, errors, access control."))
 

@@ -2,14 +2,16 @@
  * `alknet status --home DIR`: ask the node running from a home how it is, by calling its `node/info` (presenting the
  * home's own key, pinning its fingerprint). The node's own key holds `alknet:admin`, which `node/info` needs to tell
  * its uptime, transports and outbound peers. The node says where it listens in `HOME/node.run.json`, written when it
- * starts serving and removed when it stops.
+ * starts serving and removed when it stops; a run file whose pid is gone (the node was killed) says no node runs.
  */
 import * as Command from "@effect/cli/Command"
 import { Effect, Option, Schema } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import * as NodeHome from "../layers/NodeHome.js"
 import { CliError } from "./errors.js"
 import * as Io from "./io.js"
+import { isAlive } from "./lock.js"
 import * as Shared from "./options.js"
 
 /** Where a running node writes its addresses. */
@@ -45,6 +47,10 @@ const Info = Schema.Struct({
   peers: Schema.Array(PeerRow)
 })
 
+/** An error as the library words it, in the CLI's terms (a pinned fingerprint is `ADDR#FP` on the command line). */
+const cliTerms = (error: string) =>
+  error.replace(/pin its fingerprint with expectedFingerprint/g, "pin its fingerprint (ADDR#FP)")
+
 /** `reconnecting (3 attempts)`, `connected`, … */
 export const stateOf = (peer: typeof PeerRow.Type) =>
   peer.state === "reconnecting" ? `reconnecting (${peer.attempts} attempt${peer.attempts === 1 ? "" : "s"})` : peer.state
@@ -55,14 +61,22 @@ export const command = Command.make(
   (o) =>
     Effect.gen(function*() {
       const home = path.resolve(o.home)
+      yield* NodeHome.requireHome(home)
       const text = yield* Effect.tryPromise({
         try: () => fs.readFile(runFile(home), "utf8"),
         catch: () =>
-          new CliError({ code: "NotFound", message: `no node is running from ${home} (no ${runFile(home)})` })
+          new CliError({ code: "NotRunning", message: `no node is running from ${home} (no ${runFile(home)})` })
       })
       const run = yield* Schema.decodeUnknown(Schema.parseJson(RunInfo))(text).pipe(
         Effect.mapError(() => new CliError({ code: "Internal", message: `${runFile(home)} is not a run file` }))
       )
+      if (!isAlive(run.pid)) {
+        return yield* new CliError({
+          code: "NotRunning",
+          message: `no node is running from ${home}: its node (pid ${run.pid}) stopped without cleaning up ` +
+            `(killed?); ${runFile(home)} is left over`
+        })
+      }
       const quic = run.transports.find((t) => t.kind === "quic")?.address ?? run.transports[0]?.address ?? ""
       const client = yield* Effect.promise(() => import("./client.js"))
       const connection = yield* client.connect(quic, {
@@ -90,7 +104,19 @@ export const command = Command.make(
       if (info.peers.length === 0) return yield* Io.out("no outbound peers")
       yield* Io.table(
         ["PEER", "ADDRESS", "STATE", "OPERATIONS", "EXPORT", "LAST ERROR"],
-        info.peers.map((p) => [p.peer_id, p.address, stateOf(p), String(p.operations), p.export_as, p.last_error ?? "-"])
+        info.peers.map((p) => {
+          const connected = p.state === "connected"
+          return [
+            p.peer_id,
+            p.address,
+            stateOf(p),
+            // Operations of a peer that is away cannot be called: what it served last is no answer to "how many".
+            connected ? String(p.operations) : "-",
+            p.export_as,
+            // An error is news only while the peer is not connected (the node keeps the last one).
+            connected || p.last_error === null ? "-" : cliTerms(p.last_error)
+          ]
+        })
       )
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Show the running node of a home: where it listens, its outbound peers and their state."))

@@ -95,6 +95,7 @@ export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<
       status = "connected"
       connections++
       failedAttempts = 0
+      lastError = Option.none() // connected again: the last failure is history, not news
       yield* driver.reset
       yield* Deferred.succeed(ready, connection)
       yield* connection.closed

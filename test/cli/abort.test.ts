@@ -1,7 +1,8 @@
 /**
  * Ctrl-C on `alknet subscribe` sends `call.aborted` for the subscription (SPEC §8: a client that stops consuming a
  * subscription aborts it). The server here is a bare `alknet/call` handler on a real QUIC endpoint that streams items
- * and records every envelope it reads, so the test sees the abort itself, not just its effect.
+ * and records every envelope it reads, so the test sees the abort itself, not just its effect. It answers
+ * `services/schema` (which `alknet subscribe` asks first) with a subscription's spec.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Schedule, Stream } from "effect"
@@ -28,6 +29,14 @@ describe("alknet subscribe", () => {
           let producer: Fiber.RuntimeFiber<unknown, unknown> | undefined
           yield* Stream.runForEach(exchange.receive, (envelope) =>
             Effect.gen(function*() {
+              if (envelope.type === "call.requested" && envelope.payload.operationId === "/services/schema") {
+                // `alknet subscribe` first checks that the operation is a subscription.
+                return yield* exchange.send({
+                  type: "call.responded",
+                  id: envelope.id,
+                  payload: { output: { name: "test/ticks", op_type: "subscription" } }
+                })
+              }
               if (envelope.type === "call.requested") {
                 yield* Deferred.succeed(requested, envelope)
                 let n = 0
