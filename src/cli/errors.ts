@@ -188,7 +188,9 @@ export const fromExit = <E>(exit: Exit.Exit<unknown, E>, verbose: boolean): Fail
     ? classify(failure.value)
     : classify(Cause.squash(exit.cause))
   // A command-line error has been said in full already: there is no cause worth showing.
-  const parseError = Option.isSome(failure) && ValidationError.isValidationError(failure.value)
+  const parseError = Option.isSome(failure) &&
+    (ValidationError.isValidationError(failure.value) ||
+      (failure.value instanceof CliError && failure.value.code === "Usage"))
   return verbose && !parseError ? { ...classified, cause: Cause.pretty(exit.cause) } : classified
 }
 

@@ -23,7 +23,9 @@ export interface Stdio {
   readonly closed: Effect.Effect<void>
 }
 
-const noColor = (env: NodeJS.ProcessEnv) => env.NO_COLOR !== undefined && env.NO_COLOR !== ""
+/** Colours on a stream: only on a terminal, and never with NO_COLOR set (https://no-color.org). */
+export const wantsColor = (isTTY: boolean | undefined, env: Readonly<Record<string, string | undefined>>) =>
+  isTTY === true && (env.NO_COLOR === undefined || env.NO_COLOR === "")
 
 let processStdio: Stdio | undefined
 
@@ -50,8 +52,8 @@ export const processStreams = (): Stdio => {
     },
     stdin: process.stdin,
     colors: {
-      out: process.stdout.isTTY === true && !noColor(process.env),
-      err: process.stderr.isTTY === true && !noColor(process.env)
+      out: wantsColor(process.stdout.isTTY, process.env),
+      err: wantsColor(process.stderr.isTTY, process.env)
     },
     closed: Effect.async<void>((resume) => {
       if (stdoutClosed) return resume(Effect.void)

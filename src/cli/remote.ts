@@ -109,9 +109,9 @@ const tokenRejected = (detail = "") =>
  * Connect with the command's credentials. With a token, first ask the node who it takes us for (`node/whoami`): a
  * node that does not know the token answers as to an anonymous caller, which would otherwise go unnoticed.
  */
-const open = (o: ConnectionFlags) =>
+const open = (o: ConnectionFlags, resolved?: Option.Option<Redacted.Redacted<string>>) =>
   Effect.gen(function*() {
-    const token = yield* resolveToken(o)
+    const token = resolved ?? (yield* resolveToken(o))
     const client = yield* Effect.flatMap(
       Effect.promise(() => import("./client.js")),
       (client) => client.connect(o.address, { ...o, token })
@@ -162,9 +162,11 @@ const call = Command.make(
   { address, operation, input, timeout, ...connection },
   (o) =>
     Effect.gen(function*() {
+      // The token first: with `--token-file -` it is the first line of stdin, and a `-` input the rest.
+      const token = yield* resolveToken(o)
       const value = yield* parseInput(o.input)
       const deadline = Option.isSome(o.timeout) ? yield* Shared.parseDuration("--timeout", o.timeout.value) : undefined
-      const { client, explain } = yield* open(o)
+      const { client, explain } = yield* open(o, token)
       yield* Io.json(yield* explain(client.call(o.operation, value, compact({ timeout: deadline }))))
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Call an operation and print its output as JSON."))
@@ -174,8 +176,9 @@ const subscribe = Command.make(
   { address, operation, input, ...connection },
   (o) =>
     Effect.gen(function*() {
+      const token = yield* resolveToken(o)
       const value = yield* parseInput(o.input)
-      const { client, explain } = yield* open(o)
+      const { client, explain } = yield* open(o, token)
       // Only a subscription streams: a query or mutation would answer once and leave the stream waiting.
       const spec = yield* explain(client.call("services/schema", { name: o.operation }))
       const opType = Option.getOrUndefined(Schema.decodeUnknownOption(OpType)(spec))?.op_type

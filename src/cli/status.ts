@@ -110,8 +110,8 @@ export const command = Command.make(
             p.peer_id,
             p.address,
             stateOf(p),
-            // Operations of a peer that is away cannot be called: what it served last is no answer to "how many".
-            connected ? String(p.operations) : "-",
+            // While the peer is away: what it served when last connected (calls to them fail at once until it is back).
+            String(p.operations),
             p.export_as,
             // An error is news only while the peer is not connected (the node keeps the last one).
             connected || p.last_error === null ? "-" : cliTerms(p.last_error)

@@ -150,17 +150,20 @@ layer(HomesLive, { excludeTestServices: true, timeout: "90 seconds" })("alknet h
 
       yield* Effect.scoped(Effect.gen(function*() {
         const busy = yield* busyUdpPort
-        const [node, badMnemonic, inUse] = yield* Effect.all([
-          Cli.startNode(unstored.home, [], { stdin: `${unstored.mnemonic}\n` }),
-          Cli.run(["node", ...home, "--listen", "127.0.0.1:0"], { stdin: "not a mnemonic at all\n" }),
-          Cli.run(["node", ...home, "--listen", `127.0.0.1:${(busy.address()).port}`], { stdin: `${unstored.mnemonic}\n` })
-        ], { concurrency: "unbounded" })
+        // One node per home (it holds a lock while it runs): the failing starts come first, in this process.
+        const badMnemonic = yield* Cli.runInProcess(["node", ...home, "--listen", "127.0.0.1:0"], {
+          stdin: "not a mnemonic at all\n"
+        })
+        const inUse = yield* Cli.runInProcess(["node", ...home, "--listen", `127.0.0.1:${(busy.address()).port}`], {
+          stdin: `${unstored.mnemonic}\n`
+        })
+        const node = yield* Cli.startNode(unstored.home, [], { stdin: `${unstored.mnemonic}\n` })
         expect(node.fingerprint).toBe(unstored.fingerprint)
         expect(badMnemonic.code).toBe(7)
         expect(badMnemonic.stderr.trim()).toMatch(/^alknet: invalid mnemonic: /)
         expect(inUse.code).toBe(12)
         expect(errorLines(inUse.stderr)).toEqual([lastLine(inUse.stderr)])
-        expect(lastLine(inUse.stderr)).toMatch(/^alknet: cannot listen on 127\.0\.0\.1:\d+/)
+        expect(lastLine(inUse.stderr)).toMatch(/^alknet: cannot listen on quic:\/\/127\.0\.0\.1:\d+: the UDP port is in use/)
         yield* node.signal("SIGINT")
         expect(yield* node.exited).toBe(0)
       }))
