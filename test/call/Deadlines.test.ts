@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, TestClock } from "effect"
+import { Chunk, Effect, Runtime, TestClock } from "effect"
+import fc from "fast-check"
 import * as Deadlines from "../../src/call/Deadlines.js"
 
 const settle = Effect.repeatN(Effect.yieldNow(), 20)
@@ -149,5 +150,47 @@ describe("Deadlines", () => {
       yield* TestClock.adjust(1_000)
       yield* settle
       expect(fired.at(-1)).toBe("after idle")
+    }))
+
+  it.scoped("any mix of adds and cancels fires exactly the live entries, by deadline then insertion (property)", () =>
+    Effect.gen(function*() {
+      yield* TestClock.adjust(100) // every deadline below is in the past: one wake fires them all, in order
+      const runtime = yield* Effect.runtime<never>()
+      const ops = fc.array(
+        fc.oneof(
+          fc.record({ add: fc.integer({ min: 0, max: 50 }) }),
+          fc.record({ cancel: fc.nat() })
+        ),
+        { maxLength: 300 }
+      )
+      yield* Effect.promise(() =>
+        fc.assert(
+          fc.asyncProperty(ops, async (steps) => {
+            const fired: Array<number> = []
+            const model: Array<{ deadline: number; n: number; live: boolean }> = []
+            await Runtime.runPromise(runtime)(Effect.scoped(Effect.gen(function*() {
+              const deadlines = yield* Deadlines.make
+              const cancels: Array<() => void> = []
+              for (const step of steps) {
+                if ("add" in step) {
+                  const n = model.length
+                  model.push({ deadline: step.add, n, live: true })
+                  cancels.push(deadlines.add(step.add, () => fired.push(n)))
+                } else if (model.length > 0) {
+                  const k = step.cancel % model.length
+                  cancels[k]!()
+                  model[k]!.live = false
+                }
+              }
+              expect(deadlines.size()).toBe(model.filter((e) => e.live).length)
+              yield* settle
+              expect(deadlines.size()).toBe(0)
+            })))
+            const expected = model.filter((e) => e.live).sort((a, b) => a.deadline - b.deadline || a.n - b.n).map((e) => e.n)
+            expect(fired).toEqual(expected)
+          }),
+          { numRuns: 200 }
+        )
+      )
     }))
 })
