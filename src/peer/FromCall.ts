@@ -22,6 +22,7 @@ import type * as Connection from "../call/Connection.js"
 import * as AdapterError from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
 import type { Identity } from "../schema/Identity.js"
+import * as Json from "../schema/Json.js"
 import { OperationList, OperationSpecJson } from "../schema/OperationSpec.js"
 import type { OperationSummary } from "../schema/OperationSpec.js"
 import * as Operation from "../services/Operation.js"
@@ -125,11 +126,14 @@ const accessOf = (acl: OperationSpecJson["access_control"]): Operation.AccessCon
   resourceAction: acl.resource_action ?? undefined
 })
 
+/** Decode what the remote answered; one nested too deep is malformed before any recursive decoder sees it. */
 const decode = <A, I>(schema: Schema.Schema<A, I>, label: string, what: string) => (u: unknown) =>
-  Effect.mapError(
-    Schema.decodeUnknown(schema)(u),
-    (e) => AdapterError.make("SchemaParse", `${label}: ${what} is malformed: ${e.message}`)
-  )
+  Json.exceedsDepth(u)
+    ? Effect.fail(AdapterError.make("SchemaParse", `${label}: ${what} is malformed: ${Json.tooDeep(what)}`))
+    : Effect.mapError(
+      Schema.decodeUnknown(schema)(u),
+      (e) => AdapterError.make("SchemaParse", `${label}: ${what} is malformed: ${e.message}`)
+    )
 
 /** `from_call(connection, options)`: an adapter importing the remote's operations. */
 export const fromCall = (remote: Remote, options: FromCallOptions = {}): OperationAdapter => {

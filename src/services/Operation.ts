@@ -20,6 +20,7 @@ import { Effect, Either, JSONSchema, Option, ParseResult, Schema } from "effect"
 import type { Redacted, Stream } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { Identity } from "../schema/Identity.js"
+import * as Json from "../schema/Json.js"
 import type * as Spec from "../schema/OperationSpec.js"
 
 export type OpType = Spec.OpType
@@ -446,7 +447,8 @@ export interface Caller<Options> {
 
 /**
  * Typed remote call: encode `input` with the operation's schema, call it through `caller` (e.g. a connection), decode
- * the output (an output that does not match is INTERNAL).
+ * the output (an output that does not match is INTERNAL, and so is one nested deeper than 64 levels: the remote
+ * chose it, and decoding or describing it would recurse once per level).
  */
 export const call = <IA, II, OA, OI, Options>(
   caller: Caller<Options>,
@@ -458,10 +460,12 @@ export const call = <IA, II, OA, OI, Options>(
     Effect.mapError((e) => CallError.invalidInput(`invalid input: ${e.message}`)),
     Effect.flatMap((encoded) => caller.call(operation.spec.name, encoded, options)),
     Effect.flatMap((output) =>
-      Effect.mapError(
-        Schema.decodeUnknown(operation.output)(output),
-        (e) => CallError.internal(`invalid output from ${operation.spec.name}: ${e.message}`)
-      )
+      Json.exceedsDepth(output)
+        ? Effect.fail(CallError.internal(`invalid output from ${operation.spec.name}: ${Json.tooDeep("output")}`))
+        : Effect.mapError(
+          Schema.decodeUnknown(operation.output)(output),
+          (e) => CallError.internal(`invalid output from ${operation.spec.name}: ${e.message}`)
+        )
     )
   )
 

@@ -3,8 +3,9 @@
  * composed, and no error text repeats more than a bounded part of what the caller sent.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Logger, Schema } from "effect"
+import { Effect, Either, Logger, Schema, Stream } from "effect"
 import * as Dispatcher from "../../src/call/Dispatcher.js"
+import { fromCall } from "../../src/peer/FromCall.js"
 import * as CallError from "../../src/errors/CallError.js"
 import * as Json from "../../src/schema/Json.js"
 import * as Operation from "../../src/services/Operation.js"
@@ -123,6 +124,40 @@ describe("deep JSON input", () => {
       const { invoke } = yield* registry
       yield* Effect.flip(invoke("t/slow", { ms: nestedObject(100_000) })).pipe(Effect.provide(capture(lines)))
       expect(lines).toEqual([])
+    }))
+})
+
+describe("deep JSON output", () => {
+  it.effect("a typed call (Operation.call) answers INTERNAL for an output nested too deep, instead of overflowing", () =>
+    Effect.gen(function*() {
+      const typed = Operation.query({
+        name: "t/typed",
+        input: Schema.Null,
+        output: Schema.Struct({ n: Schema.Number }),
+        handler: () => Effect.succeed({ n: 1 })
+      })
+      // a hostile remote: it answers anything with 100,000 levels of arrays
+      const hostile = { call: () => Effect.succeed(nested(100_000)) }
+      const error = yield* Effect.flip(Operation.call(hostile, typed, null))
+      expect(error.toPayload()).toEqual({
+        code: "INTERNAL",
+        message: "invalid output from t/typed: output is nested deeper than 64 levels",
+        retryable: false
+      })
+      // within the limit, a mismatch is described as before
+      const shallow = yield* Effect.flip(Operation.call({ call: () => Effect.succeed(nested(3)) }, typed, null))
+      expect(shallow.message).toMatch(/^invalid output from t\/typed: /)
+    }))
+
+  it.effect("from_call discovery: a remote answering services/list with deep JSON is SchemaParse, not a crash", () =>
+    Effect.gen(function*() {
+      const remote = {
+        call: () => Effect.succeed({ operations: nested(100_000) }),
+        subscribe: () => Stream.empty
+      }
+      const error = yield* Effect.flip(fromCall(remote, { label: "w1" }).import())
+      expect(error.reason).toBe("SchemaParse")
+      expect(error.message).toBe("w1: services/list is malformed: services/list is nested deeper than 64 levels")
     }))
 })
 
