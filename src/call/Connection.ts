@@ -2,23 +2,29 @@
  * A call-protocol connection over any `CallTransport` (SPEC §4–§8), symmetric: the same object serves the peer's
  * calls (dispatching them to `source`) and makes outgoing `call` / `subscribe` calls to the peer.
  *
- * Identity hooks (SPEC §5 step 2, §10–§11), so an `IdentityProvider` wires in unchanged:
- * - `identity`: the connection's identity, evaluated for every request (so a peer entry changed while the connection
- *   is up applies to its next request): e.g. `provider.resolveFingerprint(fp)`, or a fixed `Option`.
- * - `resolveToken`: a request's `auth_token` (as `Redacted`) → identity; `Some` replaces the connection identity for
- *   that request only, `None` falls back to it and counts as a failed attempt.
- * - `maxAuthAttempts` (dynamic config, default 5): after that many failed token resolutions the connection is closed.
+ * The engine only routes and runs. The transport pushes every envelope into `receive` (see `Transport.ts`), which
+ * routes it by type and id:
  *
- * Correlation is by `id` only (see `Transport.ts`): every envelope read from any exchange is routed by its type and id.
- * Each exchange is read by its own fiber (no head-of-line blocking between calls). A subscription's items go through a
- * bounded buffer (`subscriptionBuffer` reads, default 16): when it is full, the reader stops reading that exchange and the
- * transport's flow control slows the producer — items are never dropped and never buffered without bound.
+ * - `call.requested` starts exactly one fiber (interruptible: `call.aborted` and deadlines interrupt it) that resolves
+ *   the caller's identity (`identify`, the protocol handler's policy), dispatches (`Dispatcher.prepare`) and answers
+ *   on the channel the request came on;
+ * - `call.responded` / `call.error` / `call.completed` settle the pending outgoing call with that id: a unary call
+ *   is an `Effect.async` resumed from a Map by id; a subscription has a bounded mailbox, and when it is full the
+ *   transport stops reading (that stream, or the socket) until the consumer takes items — nothing is dropped and
+ *   nothing is buffered without bound;
+ * - `call.aborted` interrupts the served request with that id.
  *
- * Closing (the scope, `close`, the peer, or the transport) interrupts every in-flight call and fails every pending
- * outbound call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
+ * A call is done when its final envelope arrives, never when a stream's FIN does. Deadlines of every call on the
+ * connection — served requests, outgoing calls with a timeout, composed calls that run detached — are kept by one
+ * timer (`Deadlines`). Limits a peer cannot exceed: calls in flight per connection (`maxInFlight`, past it the
+ * request is answered `OVERLOADED`, retryable), an optional per-caller admission (`admit`), a cap on the wire's
+ * `timeout_ms` (`maxTimeout`), and a deadline for anonymous subscriptions (`anonymousSubscriptionTimeout`).
+ *
+ * Closing (the scope, `close`, the peer, or the transport) interrupts every served request and fails every pending
+ * outgoing call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
  * stops early) sends `call.aborted` for it.
  */
-import { Cause, Chunk, Clock, Deferred, Duration, Effect, Exit, FiberId, FiberMap, FiberSet, Option, Queue, Redacted, Stream, Take } from "effect"
+import { Chunk, Clock, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Redacted, Runtime, Stream } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
@@ -29,25 +35,37 @@ import * as Deadlines from "./Deadlines.js"
 import * as Discovery from "./Discovery.js"
 import * as Dispatcher from "./Dispatcher.js"
 import type { OperationSource } from "./Dispatcher.js"
-import type { CallTransport, Exchange } from "./Transport.js"
+import type { CallTransport, Channel } from "./Transport.js"
+
+/** Returned by `identify` to refuse the caller and close the connection (e.g. too many bad tokens). */
+export class CloseConnection extends Data.TaggedError("CloseConnection")<{ readonly reason: string }> {}
+
+/** Who is calling, per request: the request's `auth_token` (if any) → its identity. */
+export type Identify = (
+  authToken: Redacted.Redacted<string> | undefined
+) => Effect.Effect<Option.Option<Identity>, CloseConnection>
 
 export interface Options {
   /** The operations this side serves (default: only the discovery operations). */
   readonly source?: OperationSource
   /** Extend every handler's `ctx.env` (the peer graph's seam; see `Dispatcher.Options.extendEnv`). */
   readonly extendEnv?: Dispatcher.Options["extendEnv"]
-  /** The connection's identity, evaluated per request (default: none). */
-  readonly identity?: Option.Option<Identity> | Effect.Effect<Option.Option<Identity>>
-  /** Resolve a request's bearer token (default: tokens are ignored). */
-  readonly resolveToken?: (token: Redacted.Redacted<string>) => Effect.Effect<Option.Option<Identity>>
-  /** Failed token resolutions before the connection is closed (default 5; an Effect is read on every failure). */
-  readonly maxAuthAttempts?: number | Effect.Effect<number>
+  /** Resolve each request's caller (default: anonymous). `CallProtocol.identify` builds the node's policy. */
+  readonly identify?: Identify
   /** Deadline of incoming root queries/mutations that carry no `timeout_ms` (default 30 s). */
   readonly defaultTimeout?: Duration.DurationInput
+  /** The largest deadline a peer may ask for with `timeout_ms` (default 10 minutes); larger ones are capped. */
+  readonly maxTimeout?: Duration.DurationInput
+  /** Deadline of subscriptions served to anonymous callers (default 10 minutes; authenticated ones have none). */
+  readonly anonymousSubscriptionTimeout?: Duration.DurationInput
+  /** Requests served at once on this connection; past it a request is answered `OVERLOADED` (default 256). */
+  readonly maxInFlight?: number
   /**
-   * Reads buffered per outgoing subscription before reading its exchange stops (default 16). A read holds the items
-   * one transport read delivered, so the buffer is bounded in bytes by this × the transport's read size.
+   * Admit one request of a caller (e.g. a node-wide count per identity): a release function, or `undefined` to refuse
+   * it with `OVERLOADED`.
    */
+  readonly admit?: (identity: Option.Option<Identity>) => (() => void) | undefined
+  /** Items buffered per outgoing subscription before the transport stops reading it (default 256). */
   readonly subscriptionBuffer?: number
   /** Bearer token sent as `auth_token` on every outgoing call (a call's own `authToken` wins). */
   readonly authToken?: Redacted.Redacted<string>
@@ -67,7 +85,7 @@ export interface Stats {
   readonly requests: number
   /** Outgoing calls waiting for their answer. */
   readonly pending: number
-  /** Accepted exchanges still being read. */
+  /** Channels (streams) the engine has not released. */
   readonly exchanges: number
   /** Handlers running (root and composed). */
   readonly handlers: number
@@ -94,30 +112,106 @@ export interface Connection {
   readonly dispatcher: Dispatcher.Dispatcher
 }
 
-/** The pending side of an outgoing call: what to do with the envelopes correlated to it. */
-interface Pending {
-  done: boolean
-  /** The exchange the call was made on (its answer normally comes back on it). */
-  exchange: Exchange | undefined
-  /**
-   * A unary call is settled by the shutdown directly; a subscription is not (its buffer may be full): its reader sees
-   * the exchange fail when the transport closes and delivers the failure after the buffered items.
-   */
-  readonly unary: boolean
-  /** One or more `call.responded` outputs, in order (consecutive items of one read are delivered together). */
-  readonly responded: (outputs: ReadonlyArray<unknown>) => Effect.Effect<void>
-  readonly failed: (error: CallError.CallError) => Effect.Effect<void>
-  readonly completed: () => Effect.Effect<void>
+/** A request being served. */
+interface Served {
+  readonly channel: Channel
+  fiber: Fiber.RuntimeFiber<void, never> | undefined
+  timedOut: boolean
 }
 
-/** Per accepted exchange: the requests that arrived on it. */
-interface ExchangeState {
-  readonly ids: Set<string>
-  /** The reader is routing a read: requests it starts are not yet all in `ids`. */
-  routing: boolean
-  /** At least one request arrived on this exchange. */
-  served: boolean
-  finished: boolean
+/** The items of an outgoing subscription, bounded: a full mailbox makes the transport stop reading. */
+class Mailbox {
+  private items: Array<unknown> = []
+  /** `null` while open; then the end: `None` completed, `Some` failed. */
+  private end: Option.Option<CallError.CallError> | null = null
+  private taker: ((pulled: Effect.Effect<Chunk.Chunk<unknown>, Option.Option<CallError.CallError>>) => void) | undefined
+  private space: Array<() => void> = []
+
+  constructor(private readonly capacity: number) {}
+
+  get ended(): boolean {
+    return this.end !== null
+  }
+
+  offer(item: unknown): Effect.Effect<void> | undefined {
+    if (this.end !== null) return undefined
+    this.items.push(item)
+    this.wake()
+    if (this.items.length < this.capacity) return undefined
+    return Effect.async<void>((resume) => {
+      if (this.items.length < this.capacity || this.end !== null) return resume(Effect.void)
+      const go = () => resume(Effect.void)
+      this.space.push(go)
+    })
+  }
+
+  finish(error: CallError.CallError | undefined): void {
+    if (this.end !== null) return
+    this.end = error === undefined ? Option.none() : Option.some(error)
+    this.wake()
+  }
+
+  /** Stop: release a paused transport; what is buffered is dropped with the subscription. */
+  close(): void {
+    if (this.end === null) this.end = Option.none()
+    this.items = []
+    this.release()
+  }
+
+  readonly take: Effect.Effect<Chunk.Chunk<unknown>, Option.Option<CallError.CallError>> = Effect.async((resume) => {
+    const now = this.poll()
+    if (now !== undefined) return resume(now)
+    this.taker = resume
+    return Effect.sync(() => {
+      this.taker = undefined
+    })
+  })
+
+  private poll(): Effect.Effect<Chunk.Chunk<unknown>, Option.Option<CallError.CallError>> | undefined {
+    if (this.items.length > 0) {
+      const chunk = Chunk.unsafeFromArray(this.items)
+      this.items = []
+      this.release()
+      return Effect.succeed(chunk)
+    }
+    if (this.end !== null) return Effect.fail(this.end)
+    return undefined
+  }
+
+  private wake(): void {
+    const taker = this.taker
+    if (taker === undefined) return
+    const pulled = this.poll()
+    if (pulled === undefined) return
+    this.taker = undefined
+    taker(pulled)
+  }
+
+  private release(): void {
+    if (this.space.length === 0) return
+    const waiting = this.space
+    this.space = []
+    for (const go of waiting) go()
+  }
+}
+
+/** An outgoing call waiting for its answer. */
+interface Pending {
+  readonly id: string
+  readonly channel: Channel
+  done: boolean
+  /** A unary call: resumes the caller (or holds the result until it waits). */
+  resume: ((exit: Exit.Exit<unknown, CallError.CallError>) => void) | undefined
+  result: Exit.Exit<unknown, CallError.CallError> | undefined
+  /** A subscription: its items. */
+  readonly mailbox: Mailbox | undefined
+  cancelTimer: (() => void) | undefined
+}
+
+/** Per channel of a stream transport: what runs on it. */
+interface ChannelState {
+  readonly served: Set<string>
+  call: Pending | undefined
 }
 
 const emptySource = Discovery.withDiscovery({ lookup: () => undefined, list: () => [] })
@@ -136,31 +230,60 @@ const parseForwardedFor = (u: unknown): Option.Option<Identity> => {
   return Option.some({ id: u.id, scopes: u.scopes, resources: u.resources as Identity["resources"] })
 }
 
-const closedError = CallError.connectionClosed
+const anonymous: Identify = () => Effect.succeed(Option.none())
+const millis = (d: Duration.DurationInput) => Duration.toMillis(Duration.decode(d))
 
 export const make = (transport: CallTransport, options: Options = {}): Effect.Effect<Connection, never, Scope.Scope> =>
   Effect.gen(function*() {
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const clock = yield* Effect.clock
+    const deadlines = yield* Deadlines.make
     const dispatcher = yield* Dispatcher.make({
       source: options.source ?? emptySource,
+      deadlines,
       ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout }),
       ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv })
     })
-    const deadlines = yield* Deadlines.make
-    const requests = yield* FiberMap.make<string, void, never>()
-    const exchanges = yield* FiberSet.make<void, never>()
+    const identify = options.identify ?? anonymous
+    const maxTimeoutMs = millis(options.maxTimeout ?? "10 minutes")
+    const anonymousSubscriptionMs = millis(options.anonymousSubscriptionTimeout ?? "10 minutes")
+    const maxInFlight = Math.max(1, options.maxInFlight ?? 256)
+    const subscriptionBuffer = Math.max(1, options.subscriptionBuffer ?? 256)
+    const perCall = transport.perCall
+
+    const requests = new Map<string, Served>()
     const pending = new Map<string, Pending>()
+    const channels = new Map<Channel, ChannelState>()
     const closedSignal = yield* Deferred.make<void>()
-    const subscriptionBuffer = Math.max(1, options.subscriptionBuffer ?? 16)
-    const connectionIdentity: Effect.Effect<Option.Option<Identity>> = options.identity === undefined
-      ? Effect.succeed(Option.none())
-      : Option.isOption(options.identity)
-      ? Effect.succeed(options.identity)
-      : options.identity
-    const maxAuthAttempts: Effect.Effect<number> = typeof options.maxAuthAttempts === "number"
-      ? Effect.succeed(options.maxAuthAttempts)
-      : options.maxAuthAttempts ?? Effect.succeed(5)
     let closed = false
-    let authFailures = 0
+    /** Hostile or broken input is logged once per connection per kind, at warn, without stacks. */
+    const warned = new Set<string>()
+    const warnOnce = (kind: string, message: string): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (warned.has(kind)) return Effect.void
+        warned.add(kind)
+        return Effect.logWarning(message)
+      })
+
+    const closedError = CallError.connectionClosed
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Channels of stream transports: a channel is released when nothing runs on it any more.
+
+    const stateOf = (channel: Channel): ChannelState => {
+      let state = channels.get(channel)
+      if (state === undefined) {
+        state = { served: new Set(), call: undefined }
+        channels.set(channel, state)
+      }
+      return state
+    }
+
+    const releaseIfIdle = (channel: Channel, state: ChannelState) => {
+      if (state.served.size > 0 || state.call !== undefined) return
+      channels.delete(channel)
+      channel.close()
+    }
 
     // ---------------------------------------------------------------------------------------------------------
     // Shutdown
@@ -168,273 +291,269 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const shutdown = Effect.suspend(() => {
       if (closed) return Deferred.await(closedSignal)
       closed = true
-      const waiting = [...pending.values()]
-      return Effect.forEach(waiting, (entry) => entry.done || !entry.unary ? Effect.void : entry.failed(closedError()), {
-        discard: true
-      }).pipe(
-        Effect.zipRight(transport.close),
-        Effect.zipRight(FiberSet.clear(exchanges)),
-        Effect.zipRight(FiberMap.clear(requests)),
+      for (const entry of [...pending.values()]) settle(entry, closedError())
+      const fibers: Array<Fiber.RuntimeFiber<void, never>> = []
+      for (const served of requests.values()) if (served.fiber !== undefined) fibers.push(served.fiber)
+      return transport.close.pipe(
+        Effect.zipRight(Fiber.interruptAll(fibers)),
+        Effect.zipRight(Effect.sync(() => {
+          for (const channel of channels.keys()) channel.reset()
+          channels.clear()
+        })),
         Effect.zipRight(Deferred.succeed(closedSignal, undefined))
       )
     })
     yield* Effect.addFinalizer(() => shutdown)
 
     // ---------------------------------------------------------------------------------------------------------
-    // Routing: every envelope, whatever exchange it came on, by type and id.
+    // Calling side: settle pending calls.
 
-    /**
-     * Route the envelopes of one read. Consecutive `call.responded` of one id are grouped, so a subscription's items
-     * cross the consumer's bounded buffer one read at a time instead of one item at a time.
-     */
-    const routeChunk = (
-      envelopes: Chunk.Chunk<EventEnvelope>,
-      exchange: Exchange,
-      state: ExchangeState
-    ): Effect.Effect<void> => {
-      if (envelopes.length === 1) return route(Chunk.unsafeHead(envelopes), exchange, state)
-      const steps: Array<Effect.Effect<void>> = []
-      let batch: Array<unknown> | undefined
-      let batchId = ""
-      const flush = () => {
-        if (batch === undefined) return
-        const outputs = batch
-        const id = batchId
-        batch = undefined
-        steps.push(Effect.suspend(() => respond(id, outputs, exchange)))
+    const settle = (entry: Pending, error: CallError.CallError | undefined, output?: unknown) => {
+      if (entry.done) return
+      entry.done = true
+      pending.delete(entry.id)
+      entry.cancelTimer?.()
+      if (entry.mailbox !== undefined) {
+        entry.mailbox.finish(error)
+      } else {
+        const exit = error === undefined ? Exit.succeed(output) : Exit.fail(error)
+        if (entry.resume !== undefined) entry.resume(exit)
+        else entry.result = exit
       }
-      for (const envelope of envelopes) {
-        if (envelope.type === "call.responded") {
-          if (batch !== undefined && batchId === envelope.id) {
-            batch.push(envelope.payload.output ?? null)
-            continue
-          }
-          flush()
-          batch = [envelope.payload.output ?? null]
-          batchId = envelope.id
-          continue
+      if (perCall) {
+        const state = channels.get(entry.channel)
+        if (state !== undefined && state.call === entry) {
+          state.call = undefined
+          releaseIfIdle(entry.channel, state)
         }
-        flush()
-        steps.push(Effect.suspend(() => route(envelope, exchange, state)))
-      }
-      flush()
-      return Effect.forEach(steps, (step) => step, { discard: true })
-    }
-
-    const respond = (id: string, outputs: ReadonlyArray<unknown>, via: Exchange): Effect.Effect<void> => {
-      const entry = pending.get(id)
-      return entry === undefined || entry.done ? Effect.void : settled(entry, via, entry.responded(outputs))
-    }
-
-    /**
-     * After routing to an entry: if that finished it with an envelope that came on another exchange (a peer may answer
-     * anywhere; correlation is by id), close the call's own exchange so the caller stops waiting on it.
-     */
-    const settled = (entry: Pending, via: Exchange, effect: Effect.Effect<void>): Effect.Effect<void> =>
-      Effect.zipRight(
-        effect,
-        Effect.suspend(() =>
-          entry.done && entry.exchange !== undefined && entry.exchange !== via ? entry.exchange.close : Effect.void
-        )
-      )
-
-    const route = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
-      switch (envelope.type) {
-        case "call.requested":
-          return startRequest(envelope, exchange, state)
-        case "call.aborted": {
-          const fiber = FiberMap.unsafeGet(requests, envelope.id)
-          if (Option.isSome(fiber)) {
-            // signal only: the reader goes on at once, and the request leaves the map when its fiber is done
-            return Effect.sync(() => fiber.value.unsafeInterruptAsFork(FiberId.none))
-          }
-          const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done
-            ? Effect.void
-            : settled(entry, exchange, entry.failed(CallError.internal("request aborted by peer")))
-        }
-        case "call.responded":
-          return respond(envelope.id, [envelope.payload.output ?? null], exchange)
-        case "call.error": {
-          const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done
-            ? Effect.void
-            : settled(entry, exchange, entry.failed(CallError.fromPayload(envelope.payload)))
-        }
-        case "call.completed": {
-          const entry = pending.get(envelope.id)
-          return entry === undefined || entry.done ? Effect.void : settled(entry, exchange, entry.completed())
-        }
-        default:
-          return Effect.void
       }
     }
 
     // ---------------------------------------------------------------------------------------------------------
-    // Serving: incoming exchanges and the requests on them.
+    // Serving side.
 
-    const finishExchange = (exchange: Exchange, state: ExchangeState) =>
-      Effect.suspend(() => {
-        if (state.finished) return Effect.void
-        state.finished = true
-        return Effect.zipRight(exchange.end, exchange.close)
-      })
+    const write = (channel: Channel, envelopes: ReadonlyArray<EventEnvelope>) => channel.write(envelopes)
+    const errorEnvelope = (id: string, error: CallError.CallError): EventEnvelope => ({
+      type: "call.error",
+      id,
+      payload: error.toPayload()
+    })
+    const respondedEnvelope = (id: string, output: unknown): EventEnvelope => ({
+      type: "call.responded",
+      id,
+      payload: { output }
+    })
 
-    const serveExchange = (exchange: Exchange): Effect.Effect<void> => {
-      const state: ExchangeState = { ids: new Set(), routing: false, served: false, finished: false }
-      return exchange.receive.pipe(
-        Stream.runForEachChunk((envelopes) => {
-          state.routing = true
-          return Effect.zipRight(
-            routeChunk(envelopes, exchange, state),
-            Effect.suspend(() => {
-              state.routing = false
-              // every request of this read may already have finished
-              return state.ids.size === 0 && state.served ? finishExchange(exchange, state) : Effect.void
-            })
-          )
-        }),
-        Effect.exit,
-        Effect.flatMap((exit) => {
-          // A reset or invalid frame: the requests on this exchange lost their caller.
-          const abandoned = Exit.isFailure(exit) ? [...state.ids] : []
-          return Effect.zipRight(
-            Effect.forEach(abandoned, (id) => FiberMap.remove(requests, id), { discard: true }),
-            state.ids.size === 0 || Exit.isFailure(exit) ? finishExchange(exchange, state) : Effect.void
-          )
-        }),
-        Effect.onInterrupt(() => exchange.close)
-      )
+    /** Answer a request that is not served (refused before it started). */
+    const refuse = (channel: Channel, id: string, error: CallError.CallError) => {
+      const release = perCall && !channels.has(channel)
+      runFork(Effect.ensuring(
+        Effect.ignore(write(channel, [errorEnvelope(id, error)])),
+        Effect.sync(() => release && channel.close())
+      ))
     }
 
-    const resolveIdentity = (token: unknown): Effect.Effect<Option.Option<Identity>> => {
-      if (typeof token !== "string" || options.resolveToken === undefined) return connectionIdentity
-      return Effect.flatMap(options.resolveToken(Redacted.make(token)), (resolved) => {
-        if (Option.isSome(resolved)) return Effect.succeed(resolved)
-        authFailures++
-        return Effect.flatMap(maxAuthAttempts, (max) =>
-          authFailures >= max
-            ? Effect.zipRight(transport.close, Effect.interrupt)
-            : connectionIdentity)
-      })
-    }
-
-    const send = (exchange: Exchange, envelope: EventEnvelope) => exchange.send(envelope)
-
-    const sendError = (exchange: Exchange, id: string, error: CallError.CallError) =>
-      send(exchange, { type: "call.error", id, payload: error.toPayload() })
-
-    /**
-     * Send outputs (one, or a chunk of subscription items); one that cannot be encoded (not JSON, too large) becomes
-     * INTERNAL for the caller and stops the call.
-     */
-    const sendOutputs = (exchange: Exchange, id: string, outputs: Iterable<unknown>) =>
-      Effect.catchIf(
-        Effect.forEach(outputs, (output) => send(exchange, { type: "call.responded", id, payload: { output } }), {
-          discard: true
-        }),
-        (e) => e.reason === "InvalidFrame",
-        (e) =>
-          Effect.zipRight(
-            Effect.logError(`cannot send the output of request ${id}: ${e.message}`),
-            Effect.zipRight(sendError(exchange, id, CallError.internal("internal error")), Effect.interrupt)
-          )
+    /** An output that cannot be encoded (not JSON, too large) becomes INTERNAL for the caller and stops the call. */
+    const onWriteFailure = (channel: Channel, id: string) => (error: TransportError): Effect.Effect<void> =>
+      error.reason !== "InvalidFrame" ? Effect.interrupt : Effect.zipRight(
+        Effect.logError(`cannot send the output of request ${id}: ${error.message}`),
+        Effect.zipRight(Effect.ignore(write(channel, [errorEnvelope(id, CallError.internal("internal error"))])), Effect.interrupt)
       )
 
-    const handleRequest = (envelope: EventEnvelope, exchange: Exchange): Effect.Effect<void, TransportError> => {
-      const { id, payload } = envelope
-      if (typeof payload.operationId !== "string") {
-        return sendError(exchange, id, CallError.invalidInput("missing required field: operationId"))
+    const answer = (prepared: Dispatcher.Prepared, channel: Channel, id: string): Effect.Effect<void, CallError.CallError> => {
+      if (prepared._tag === "Unary") {
+        return Effect.flatMap(
+          prepared.handler,
+          (output) => Effect.catchAll(write(channel, [respondedEnvelope(id, output)]), onWriteFailure(channel, id))
+        )
       }
-      const operation = payload.operationId
-      const timeoutMs = payload.timeout_ms
-      return resolveIdentity(payload.auth_token).pipe(
-        Effect.flatMap((identity) =>
-          dispatcher.prepare({
-            requestId: id,
-            operation,
-            input: payload.input,
-            identity,
-            forwardedFor: parseForwardedFor(payload.forwarded_for),
-            timeout: typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs >= 0
-              ? Duration.millis(timeoutMs)
-              : undefined
-          }, "any")
-        ),
-        Effect.flatMap((prepared) =>
-          prepared._tag === "Unary"
-            ? serveUnary(prepared, exchange, id)
-            : Effect.zipRight(
-              Stream.runForEachChunk(prepared.run, (items) => sendOutputs(exchange, id, items)),
-              send(exchange, { type: "call.completed", id, payload: {} })
-            )
-        ),
-        Effect.catchAll((error) => error._tag === "CallError" ? sendError(exchange, id, error) : Effect.fail(error))
+      return Effect.zipRight(
+        Stream.runForEachChunk(prepared.items, (items) => {
+          const envelopes: Array<EventEnvelope> = []
+          for (const item of items) envelopes.push(respondedEnvelope(id, item))
+          return Effect.catchAll(write(channel, envelopes), onWriteFailure(channel, id))
+        }),
+        Effect.catchAll(write(channel, [{ type: "call.completed", id, payload: {} }]), () => Effect.interrupt)
       )
     }
 
-    /**
-     * Run a unary handler in this request's fiber and answer. At the deadline the connection's timer (`Deadlines`, one
-     * fiber for all calls) interrupts the request fiber (handler and inline children with it), and the exit handler
-     * answers TIMEOUT. `Effect.timeout` would fork two fibers per call to race the handler against a sleep.
-     */
-    const serveUnary = (
-      prepared: Extract<Dispatcher.Prepared, { _tag: "Unary" }>,
-      exchange: Exchange,
+    /** Run the request under its deadline: the connection's timer interrupts this fiber, which answers TIMEOUT. */
+    const withinDeadline = (
+      effect: Effect.Effect<void, CallError.CallError>,
+      deadline: Option.Option<number>,
+      served: Served,
+      channel: Channel,
       id: string
-    ): Effect.Effect<void, CallError.CallError | TransportError> => {
-      const answer = Effect.flatMap(prepared.handler, (output) => sendOutputs(exchange, id, [output]))
-      if (Option.isNone(prepared.deadline)) return answer
-      const deadline = prepared.deadline.value
+    ): Effect.Effect<void, CallError.CallError> => {
+      if (Option.isNone(deadline)) return effect
+      const at = deadline.value
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const remaining = deadline - now
-        if (remaining <= 0) return sendError(exchange, id, CallError.timeout())
-        return Effect.withFiberRuntime<void, CallError.CallError | TransportError>((self) => {
-          let timedOut = false
-          const cancel = deadlines.add(deadline, () => {
-            timedOut = true
-            self.unsafeInterruptAsFork(self.id())
-          })
-          return Effect.onExit(answer, (exit) => {
-            cancel()
-            return timedOut && Exit.isInterrupted(exit)
-              ? Effect.ignore(sendError(exchange, id, CallError.timeout()))
-              : Effect.void
-          })
+        if (at <= now) return Effect.fail(CallError.timeout())
+        const cancel = deadlines.add(at, () => {
+          served.timedOut = true
+          served.fiber?.unsafeInterruptAsFork(FiberId.none)
+        })
+        return Effect.onExit(effect, (exit) => {
+          cancel()
+          return served.timedOut && Exit.isInterrupted(exit)
+            ? Effect.ignore(write(channel, [errorEnvelope(id, CallError.timeout())]))
+            : Effect.void
         })
       })
     }
 
-    const startRequest = (envelope: EventEnvelope, exchange: Exchange, state: ExchangeState): Effect.Effect<void> => {
-      const id = envelope.id
-      if (closed || FiberMap.unsafeHas(requests, id)) return Effect.void // a duplicate id in flight is ignored
-      state.ids.add(id)
-      state.served = true
-      const request = handleRequest(envelope, exchange).pipe(
-        Effect.catchAllCause((cause) => {
-          if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
-          if (Option.isSome(Cause.failureOption(cause))) return Effect.void // a transport error: the caller is gone
-          // a defect outside any handler (an identity hook, a source): answer INTERNAL, log the rest here
-          return Effect.zipRight(
-            Effect.logError(`request ${id} failed with a defect`, cause),
-            Effect.ignore(sendError(exchange, id, CallError.internal("internal error")))
-          )
+    const serveRequest = (envelope: EventEnvelope, channel: Channel, served: Served): Effect.Effect<void> => {
+      const { id, payload } = envelope
+      const token = typeof payload.auth_token === "string" ? Redacted.make(payload.auth_token) : undefined
+      const timeoutMs = payload.timeout_ms
+      const requested = typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs >= 0
+        ? Math.min(timeoutMs, maxTimeoutMs)
+        : undefined
+      let release: (() => void) | undefined
+      const run = typeof payload.operationId !== "string"
+        ? Effect.fail(CallError.invalidInput("missing required field: operationId"))
+        : Effect.flatMap(identify(token), (identity) => {
+        if (options.admit !== undefined) {
+          release = options.admit(identity)
+          if (release === undefined) {
+            return Effect.fail(CallError.overloaded("too many calls in flight for this caller; retry later"))
+          }
+        }
+        return Effect.flatMap(
+          dispatcher.prepare({
+            requestId: id,
+            operation: payload.operationId as string,
+            input: payload.input,
+            identity,
+            forwardedFor: parseForwardedFor(payload.forwarded_for),
+            timeout: requested === undefined ? undefined : Duration.millis(requested)
+          }, "any"),
+          (prepared) => {
+            let deadline = prepared.deadline
+            if (prepared._tag === "Streaming" && Option.isNone(deadline) && Option.isNone(identity)) {
+              deadline = Option.some(clock.unsafeCurrentTimeMillis() + anonymousSubscriptionMs)
+            }
+            return withinDeadline(answer(prepared, channel, id), deadline, served, channel, id)
+          }
+        )
+      })
+      return run.pipe(
+        Effect.catchAll((error): Effect.Effect<void> => {
+          if (error._tag === "CloseConnection") {
+            return Effect.zipRight(warnOnce("auth", `closing the connection: ${error.reason}`), Effect.forkDaemon(shutdown))
+          }
+          return Effect.ignore(write(channel, [errorEnvelope(id, error)]))
         }),
-        Effect.ensuring(Effect.suspend(() => {
-          state.ids.delete(id)
-          // One call per exchange (SPEC §4): after the last answer, finish it (a WebSocket exchange has no FIN to wait
-          // for). Requests that arrived in the same read are all served first.
-          return state.ids.size === 0 && !state.routing ? finishExchange(exchange, state) : Effect.void
+        Effect.catchAllDefect((defect) =>
+          // a defect outside any handler (an identity hook, a source): answer INTERNAL, log it once here
+          Effect.zipRight(
+            warnOnce("defect", `request ${id} failed with a defect: ${defect instanceof Error ? defect.message : String(defect)}`),
+            Effect.ignore(write(channel, [errorEnvelope(id, CallError.internal("internal error"))]))
+          )
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          release?.()
+          if (requests.get(id) === served) requests.delete(id)
+          if (perCall) {
+            const state = channels.get(channel)
+            if (state !== undefined) {
+              state.served.delete(id)
+              // After the requests that arrived in the same read as this one were all registered (a request can
+              // finish before the transport has pushed the next envelope of that read).
+              if (state.served.size === 0) {
+                queueMicrotask(() => {
+                  if (channels.get(channel) === state) releaseIfIdle(channel, state)
+                })
+              }
+            }
+          }
         }))
       )
-      return Effect.asVoid(FiberMap.run(requests, id, request, { onlyIfMissing: true }))
     }
 
-    yield* transport.accept.pipe(
-      Stream.runForEach((exchange) =>
-        closed ? exchange.close : Effect.asVoid(FiberSet.run(exchanges, serveExchange(exchange)))
-      ),
-      Effect.ignore,
+    const startRequest = (envelope: EventEnvelope, channel: Channel): void => {
+      const id = envelope.id
+      if (requests.has(id)) {
+        return refuse(channel, id, CallError.invalidInput(`duplicate request id: a call with id ${id} is already in flight`))
+      }
+      if (requests.size >= maxInFlight) {
+        return refuse(channel, id, CallError.overloaded(`too many calls in flight on this connection (limit ${maxInFlight}); retry later`))
+      }
+      const served: Served = { channel, fiber: undefined, timedOut: false }
+      requests.set(id, served)
+      if (perCall) stateOf(channel).served.add(id)
+      served.fiber = runFork(serveRequest(envelope, channel, served))
+    }
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Routing: every envelope, whatever channel it came on, by type and id.
+
+    const receive = (envelope: EventEnvelope, channel: Channel): Effect.Effect<void> | undefined => {
+      if (closed) return undefined
+      switch (envelope.type) {
+        case "call.requested":
+          startRequest(envelope, channel)
+          return undefined
+        case "call.responded": {
+          const entry = pending.get(envelope.id)
+          if (entry === undefined) return undefined
+          const output = envelope.payload.output ?? null
+          if (entry.mailbox !== undefined) return entry.mailbox.offer(output)
+          settle(entry, undefined, output)
+          return undefined
+        }
+        case "call.error": {
+          const entry = pending.get(envelope.id)
+          if (entry !== undefined) settle(entry, CallError.fromPayload(envelope.payload))
+          return undefined
+        }
+        case "call.completed": {
+          const entry = pending.get(envelope.id)
+          if (entry !== undefined) {
+            settle(entry, entry.mailbox === undefined ? CallError.internal("call completed without a response") : undefined)
+          }
+          return undefined
+        }
+        case "call.aborted": {
+          const served = requests.get(envelope.id)
+          // signal only: the request leaves the map when its fiber is done
+          if (served !== undefined) served.fiber?.unsafeInterruptAsFork(FiberId.none)
+          else {
+            const entry = pending.get(envelope.id)
+            if (entry !== undefined) settle(entry, CallError.internal("request aborted by peer"))
+          }
+          return undefined
+        }
+        default:
+          return undefined
+      }
+    }
+
+    const ended = (channel: Channel, error: TransportError | undefined): void => {
+      if (error !== undefined && error.reason === "InvalidFrame") {
+        runFork(warnOnce("frame", `invalid frame from the peer (stream reset): ${error.message}`))
+      }
+      const state = channels.get(channel)
+      if (state === undefined) {
+        // the peer finished a channel nothing runs on: release it
+        if (perCall && !closed) channel.close()
+        return
+      }
+      if (error === undefined) {
+        // The peer finished its side: served requests go on (they answer, then release the channel); a call still
+        // waiting on it gets no answer there any more.
+        if (state.call !== undefined) settle(state.call, closedError())
+        releaseIfIdle(channel, state)
+        return
+      }
+      // Reset or invalid: the requests on it lost their caller, the call waiting on it its answer.
+      for (const id of state.served) requests.get(id)?.fiber?.unsafeInterruptAsFork(FiberId.none)
+      if (state.call !== undefined) settle(state.call, closedError())
+    }
+
+    const idle = () => requests.size === 0 && pending.size === 0
+
+    yield* transport.run({ receive, ended, idle }).pipe(
       Effect.zipRight(Effect.forkDaemon(shutdown)),
       Effect.forkScoped
     )
@@ -451,86 +570,71 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       if (token !== undefined) payload.auth_token = Redacted.value(token)
       if (callOptions.forwardedFor !== undefined) payload.forwarded_for = callOptions.forwardedFor
       if (callOptions.timeout !== undefined) {
-        payload.timeout_ms = Math.max(0, Math.ceil(Duration.toMillis(Duration.decode(callOptions.timeout))))
+        payload.timeout_ms = Math.max(0, Math.ceil(millis(callOptions.timeout)))
       }
       return { type: "call.requested", id, payload }
     }
 
-    const outgoingState = (): ExchangeState => ({ ids: new Set(), routing: false, served: false, finished: false })
+    const sendFailure = (error: TransportError) =>
+      error.reason === "InvalidFrame" ? CallError.invalidInput(`input cannot be sent: ${error.message}`) : closedError()
 
-    /** Read an outgoing call's own exchange, routing every envelope, until its entry is done or the exchange ends. */
-    const readOwn = (exchange: Exchange, entry: Pending) => {
-      const state = outgoingState()
-      return exchange.receive.pipe(
-        Stream.chunks,
-        // the flag is read after routing: stop as soon as this call's answer arrived (a WebSocket exchange has no FIN)
-        Stream.runForEachWhile((envelopes) => Effect.map(routeChunk(envelopes, exchange, state), () => !entry.done)),
-        Effect.ignore,
-        Effect.zipRight(Effect.suspend(() => entry.done ? Effect.void : entry.failed(closedError())))
-      )
-    }
-
-    /** Open an exchange and register the entry. */
-    const acquireCall = (id: string, entry: Pending) =>
+    /** Register a call on a fresh channel, arm its timer, and write its request. */
+    const start = (channel: Channel, entry: Pending, envelope: EventEnvelope, timeout: Duration.DurationInput | undefined) =>
       Effect.suspend(() => {
         if (closed) return Effect.fail(closedError())
-        return Effect.map(Effect.mapError(transport.open, closedError), (exchange) => {
-          entry.exchange = exchange
-          pending.set(id, entry)
-          return exchange
+        pending.set(entry.id, entry)
+        if (perCall) stateOf(channel).call = entry
+        if (timeout !== undefined) {
+          entry.cancelTimer = deadlines.add(clock.unsafeCurrentTimeMillis() + millis(timeout), () => {
+            abort(entry)
+            settle(entry, CallError.timeout())
+          })
+        }
+        return Effect.mapError(write(channel, [envelope]), (error) => {
+          settle(entry, sendFailure(error))
+          return sendFailure(error)
         })
       })
 
-    /** Forget the entry; abort the call if it has not finished (interrupted, timed out, consumer gone); close. */
-    const releaseCall = (id: string, entry: Pending, exchange: Exchange) =>
-      Effect.suspend(() => {
-        pending.delete(id)
-        const abort = entry.done || closed
-          ? Effect.void
-          : Effect.ignore(exchange.send({ type: "call.aborted", id, payload: {} }))
-        entry.done = true
-        return Effect.zipRight(abort, Effect.zipRight(exchange.end, exchange.close))
+    /** The caller gave up (interrupted, timed out, consumer gone): tell the peer, forget the call. */
+    const abort = (entry: Pending) => {
+      if (entry.done || closed) return
+      runFork(Effect.ignore(write(entry.channel, [{ type: "call.aborted", id: entry.id, payload: {} }])))
+    }
+
+    const giveUp = (entry: Pending) =>
+      Effect.sync(() => {
+        if (entry.done) return
+        abort(entry)
+        settle(entry, closedError())
       })
 
-    const sendRequest = (exchange: Exchange, envelope: EventEnvelope) =>
-      Effect.mapError(
-        exchange.send(envelope),
-        (e) => e.reason === "InvalidFrame" ? CallError.invalidInput(`input cannot be sent: ${e.message}`) : closedError()
-      )
+    const openChannel = Effect.suspend(() => closed ? Effect.fail(closedError()) : Effect.mapError(transport.open, closedError))
 
     const call = (
       operation: string,
       input: unknown,
       callOptions: CallOptions = {}
     ): Effect.Effect<unknown, CallError.CallError> =>
-      Effect.suspend(() => {
+      Effect.flatMap(openChannel, (channel) => {
         const id = crypto.randomUUID()
-        const result = Deferred.unsafeMake<unknown, CallError.CallError>(undefined as never)
         const entry: Pending = {
+          id,
+          channel,
           done: false,
-          exchange: undefined,
-          unary: true,
-          responded: (outputs) => settle(Deferred.succeed(result, outputs[0])),
-          failed: (error) => settle(Deferred.fail(result, error)),
-          completed: () => settle(Deferred.fail(result, CallError.internal("call completed without a response")))
+          resume: undefined,
+          result: undefined,
+          mailbox: undefined,
+          cancelTimer: undefined
         }
-        const settle = (effect: Effect.Effect<boolean>) =>
-          Effect.suspend(() => {
-            entry.done = true
-            return Effect.asVoid(effect)
-          })
-        const run = Effect.acquireUseRelease(
-          acquireCall(id, entry),
-          (exchange) =>
-            sendRequest(exchange, requestEnvelope(id, operation, input, callOptions)).pipe(
-              Effect.zipRight(readOwn(exchange, entry)),
-              Effect.zipRight(Deferred.await(result))
-            ),
-          (exchange) => releaseCall(id, entry, exchange)
+        const wait = Effect.async<unknown, CallError.CallError>((resume) => {
+          if (entry.result !== undefined) return resume(entry.result)
+          entry.resume = resume
+        })
+        return Effect.onInterrupt(
+          Effect.zipRight(start(channel, entry, requestEnvelope(id, operation, input, callOptions), callOptions.timeout), wait),
+          () => giveUp(entry)
         )
-        return callOptions.timeout === undefined
-          ? run
-          : Effect.timeoutFail(run, { duration: callOptions.timeout, onTimeout: CallError.timeout })
       })
 
     const subscribe = (
@@ -539,32 +643,21 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       callOptions: CallOptions = {}
     ): Stream.Stream<unknown, CallError.CallError> =>
       Stream.unwrapScoped(Effect.gen(function*() {
-        const id = crypto.randomUUID()
-        const items = yield* Effect.acquireRelease(
-          Queue.bounded<Take.Take<unknown, CallError.CallError>>(subscriptionBuffer),
-          Queue.shutdown
-        )
+        const channel = yield* openChannel
         const entry: Pending = {
+          id: crypto.randomUUID(),
+          channel,
           done: false,
-          exchange: undefined,
-          unary: false,
-          responded: (outputs) => Queue.offer(items, Take.chunk(Chunk.unsafeFromArray(outputs as Array<unknown>))),
-          failed: (error) => finish(Take.fail(error)),
-          completed: () => finish(Take.end)
+          resume: undefined,
+          result: undefined,
+          mailbox: new Mailbox(subscriptionBuffer),
+          cancelTimer: undefined
         }
-        const finish = (take: Take.Take<unknown, CallError.CallError>) =>
-          Effect.suspend(() => {
-            entry.done = true
-            return Queue.offer(items, take)
-          })
-        const exchange = yield* Effect.acquireRelease(acquireCall(id, entry), (ex) => releaseCall(id, entry, ex))
-        yield* sendRequest(exchange, requestEnvelope(id, operation, input, callOptions))
-        yield* Effect.forkScoped(readOwn(exchange, entry))
-        const stream = Stream.flattenTake(Stream.fromQueue(items))
-        return callOptions.timeout === undefined ? stream : Stream.interruptWhen(
-          stream,
-          Effect.zipRight(Effect.sleep(callOptions.timeout), Effect.fail(CallError.timeout()))
+        yield* Effect.addFinalizer(() =>
+          Effect.zipRight(giveUp(entry), Effect.sync(() => entry.mailbox!.close()))
         )
+        yield* start(channel, entry, requestEnvelope(entry.id, operation, input, callOptions), callOptions.timeout)
+        return Stream.repeatEffectChunkOption(entry.mailbox!.take)
       }))
 
     return {
@@ -573,16 +666,13 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       close: Effect.zipRight(Effect.forkDaemon(shutdown), Deferred.await(closedSignal)),
       closed: Deferred.await(closedSignal),
       isClosed: () => closed,
-      stats: Effect.map(
-        Effect.all([FiberMap.size(requests), FiberSet.size(exchanges)]),
-        ([requestCount, exchangeCount]): Stats => ({
-          requests: requestCount,
-          pending: pending.size,
-          exchanges: exchangeCount,
-          handlers: dispatcher.running(),
-          detached: dispatcher.detached()
-        })
-      ),
+      stats: Effect.sync((): Stats => ({
+        requests: requests.size,
+        pending: pending.size,
+        exchanges: channels.size,
+        handlers: dispatcher.running(),
+        detached: dispatcher.detached()
+      })),
       dispatcher
     }
   })

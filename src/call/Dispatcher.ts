@@ -22,13 +22,14 @@
  * Where names resolve is an `OperationSource`: the curated registry now; the peer graph composes overlays later by
  * passing another source, or by resolving a registration itself and calling `invokeRegistration`.
  */
-import { Cause, Chunk, Clock, Duration, Effect, Either, Fiber, FiberSet, Option, ParseResult, Stream } from "effect"
+import { Cause, Chunk, Clock, Duration, Effect, Either, Exit, Fiber, FiberId, FiberSet, Option, ParseResult, Stream } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { Identity } from "../schema/Identity.js"
 import * as Json from "../schema/Json.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration, InvokeOptions, OperationContext, OperationEnv } from "../services/Operation.js"
+import * as Deadlines from "./Deadlines.js"
 
 /** Where operation names resolve. */
 export interface OperationSource {
@@ -64,7 +65,14 @@ export type Prepared =
     readonly handler: Effect.Effect<unknown, CallError.CallError>
     readonly deadline: Option.Option<number>
   }
-  | { readonly _tag: "Streaming"; readonly run: Stream.Stream<unknown, CallError.CallError> }
+  | {
+    readonly _tag: "Streaming"
+    /** The items bounded by the deadline (TIMEOUT past it). */
+    readonly run: Stream.Stream<unknown, CallError.CallError>
+    /** The items without the deadline, for a caller that enforces `deadline` by interrupting the fiber that runs it. */
+    readonly items: Stream.Stream<unknown, CallError.CallError>
+    readonly deadline: Option.Option<number>
+  }
 
 export interface Dispatcher {
   readonly source: OperationSource
@@ -106,6 +114,11 @@ export interface Options {
   readonly extendEnv?: (ctx: OperationContext, env: OperationEnv) => OperationEnv
   /** Inputs nested deeper than this are `INVALID_INPUT` before validation (default `Json.DEFAULT_MAX_DEPTH`, 64). */
   readonly maxInputDepth?: number
+  /**
+   * The timer that enforces deadlines (the connection's: one timer for every call on it). Default: one of the
+   * dispatcher's own.
+   */
+  readonly deadlines?: Deadlines.Deadlines
 }
 
 /** The mark an abort leaves on a call node; children check their ancestors before starting. */
@@ -204,6 +217,7 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
     const maxInputDepth = options.maxInputDepth ?? Json.DEFAULT_MAX_DEPTH
     const detachedFibers = yield* FiberSet.make<unknown, CallError.CallError>()
     const runDetached = yield* FiberSet.runtime(detachedFibers)<never>()
+    const deadlines = options.deadlines ?? (yield* Deadlines.make)
     let running = 0
     let detached = 0
 
@@ -245,13 +259,25 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
       )
     }
 
-    /** Bound an effect by an absolute deadline: TIMEOUT (retryable) and the effect is interrupted. */
+    /**
+     * Bound an effect by an absolute deadline: TIMEOUT (retryable) and the effect is interrupted. The effect runs in a
+     * child fiber that the shared timer interrupts at the deadline (no timer fiber per call).
+     */
     const withDeadline = <A>(effect: Effect.Effect<A, CallError.CallError>, deadline: Option.Option<number>) =>
       Option.isNone(deadline) ? effect : Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const remaining = deadline.value - now
-        return remaining <= 0
-          ? Effect.fail(CallError.timeout())
-          : Effect.timeoutFail(effect, { duration: remaining, onTimeout: CallError.timeout })
+        const at = deadline.value
+        if (at <= now) return Effect.fail(CallError.timeout())
+        return Effect.flatMap(Effect.fork(effect), (fiber) => {
+          let fired = false
+          const cancel = deadlines.add(at, () => {
+            fired = true
+            fiber.unsafeInterruptAsFork(FiberId.none)
+          })
+          return Effect.flatMap(Fiber.await(fiber), (exit) => {
+            cancel()
+            return fired && Exit.isInterrupted(exit) ? Effect.fail(CallError.timeout()) : exit
+          })
+        })
       })
 
     const prepare = (request: RootRequest, path: DispatchPath): Effect.Effect<Prepared, CallError.CallError> => {
@@ -302,7 +328,8 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
           const handler = runUnary(registration, decoded.right, ctx, node)
           return { _tag: "Unary", run: withDeadline(handler, deadline), handler, deadline }
         }
-        return { _tag: "Streaming", run: runStreaming(registration, decoded.right, ctx, node) }
+        const items = runStreaming(registration, decoded.right, ctx, node)
+        return { _tag: "Streaming", run: withStreamDeadline(items, deadline), items, deadline }
       })
     }
 
@@ -329,12 +356,17 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
           })
         )
       )
-      if (Option.isNone(ctx.deadline)) return items
-      const deadline = ctx.deadline.value
+      return items
+    }
+
+    /** Bound a stream by an absolute deadline: TIMEOUT (retryable) and the stream is interrupted. */
+    const withStreamDeadline = (items: Stream.Stream<unknown, CallError.CallError>, deadline: Option.Option<number>) => {
+      if (Option.isNone(deadline)) return items
+      const at = deadline.value
       return Stream.interruptWhen(
         items,
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.zipRight(Effect.sleep(Math.max(0, deadline - now)), Effect.fail(CallError.timeout())))
+          Effect.zipRight(Effect.sleep(Math.max(0, at - now)), Effect.fail(CallError.timeout())))
       )
     }
 

@@ -1,41 +1,44 @@
 /**
- * A real in-memory transport pair: both ends of one connection in one process, for tests, examples and benchmarks.
+ * A real in-memory connection pair: both ends of one connection in one process, for tests, examples and benchmarks.
  *
- * Every envelope goes through the frame codec (`Codec.encodeFrame` on send, `Codec.FrameDecoder` on receive), so
- * the engine is exercised exactly as over QUIC. Each direction of each exchange is a byte pipe bounded by
- * `bufferBytes` (default 64 KiB): `send` waits while the peer has not read enough, which is real backpressure. With
- * `chunkBytes` the bytes are delivered in chunks of at most that size, to exercise incremental decoding.
+ * `makeConnectionPair` gives two `Endpoint.Connection`s whose bidirectional streams are byte pipes bounded by
+ * `bufferBytes` (default 64 KiB): a write waits while the peer has not read enough, which is real backpressure. With
+ * `chunkBytes` the bytes are delivered in chunks of at most that size, to exercise incremental decoding. Semantics
+ * mirror QUIC streams: `end` is a FIN (the peer drains what was written, then its reads end); `reset` abandons what
+ * was not finished; closing the connection fails every stream with `TransportError` (`Closed`).
  *
- * Semantics mirror QUIC streams: `end` is a FIN (the peer drains what was written, then its `receive` ends);
- * `close` on an exchange resets whatever was not finished; closing the connection fails every exchange with
- * `TransportError` (`Closed`) and ends both `accept` streams.
+ * `makePair` runs the call transport (`StreamTransport`, exactly as over QUIC) on such a pair, and keeps the raw
+ * connection at hand (`connection`) so a test can play a misbehaving peer with raw streams and bytes.
  */
-import { Chunk, Effect, Option, Stream } from "effect"
+import { Deferred, Effect, Exit, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import * as TransportError from "../errors/TransportError.js"
-import type { EventEnvelope } from "../schema/Envelope.js"
+import type { BidiStream, ConnectionClosed, Connection } from "../services/Endpoint.js"
+import * as Endpoint from "../services/Endpoint.js"
 import * as Codec from "./Codec.js"
-import type { CallTransport, Exchange } from "./Transport.js"
+import * as StreamTransport from "./StreamTransport.js"
+import type { CallTransport } from "./Transport.js"
 
 export interface Options {
-  /** Bytes one direction of one exchange may hold before `send` waits (default 64 KiB). */
+  /** Bytes one direction of one stream may hold before a write waits (default 64 KiB). */
   readonly bufferBytes?: number
-  /** Deliver bytes to the reader in chunks of at most this size (default: whole frames). */
+  /** Deliver bytes to the reader in chunks of at most this size (default: as written). */
   readonly chunkBytes?: number
   /** Maximum frame body accepted by the decoders (default 64 MiB). */
   readonly maxFrameBytes?: number
-  /** Exchanges opened but not yet accepted before `open` waits (default 1024, like a QUIC stream limit). */
-  readonly maxPendingExchanges?: number
+  /** Streams opened but not yet accepted before `openBidi` waits (default 1024, like a QUIC stream limit). */
+  readonly maxPendingStreams?: number
 }
 
-/** An in-memory exchange can also write raw bytes (to play a misbehaving peer in tests). */
-export interface InMemoryExchange extends Exchange {
-  readonly sendBytes: (bytes: Uint8Array) => Effect.Effect<void, TransportError.TransportError>
+/** One end of an in-memory connection, with a count of its streams not yet released (for leak checks). */
+export interface InMemoryConnection extends Connection {
+  readonly liveStreams: () => number
 }
 
-/** One end of the pair, with a count of its exchanges not yet closed (for leak checks). */
+/** One end of the pair as the call engine's transport, with its raw connection. */
 export interface InMemoryTransport extends CallTransport {
-  readonly open: Effect.Effect<InMemoryExchange, TransportError.TransportError>
+  readonly connection: InMemoryConnection
+  /** Streams of this end not yet released (both sides done with them). */
   readonly liveExchanges: () => number
 }
 
@@ -43,9 +46,9 @@ const END: unique symbol = Symbol("end")
 
 // Errors are immutable values: allocate them once (building an error captures a stack trace, which is costly).
 const RESET_BY_PEER = TransportError.reset()
-const EXCHANGE_CLOSED = TransportError.reset("exchange closed")
+const STREAM_CLOSED = TransportError.reset("stream was reset locally")
 const CONNECTION_CLOSED = TransportError.closed()
-const ALREADY_ENDED = TransportError.closed("exchange already ended")
+const ALREADY_ENDED = TransportError.closed("stream already ended")
 
 /**
  * A FIFO bounded by total weight, with one failure per side: `failWriter` makes offers fail, `failReader` makes takes
@@ -116,6 +119,38 @@ class BoundedChannel<A> {
     })
   }
 
+  /** One item (waiting for it), or the end. */
+  takeOne(): Effect.Effect<A | typeof END, TransportError.TransportError> {
+    return Effect.suspend(() => {
+      const now = this.pollOne()
+      if (now !== undefined) return now
+      return Effect.async<A | typeof END, TransportError.TransportError>((resume) => {
+        this.reader = () => {
+          const next = this.pollOne()
+          if (next !== undefined) {
+            this.reader = undefined
+            resume(next)
+          }
+        }
+        return Effect.sync(() => {
+          this.reader = undefined
+        })
+      })
+    })
+  }
+
+  private pollOne(): Effect.Effect<A | typeof END, TransportError.TransportError> | undefined {
+    if (this.readerError) return Effect.fail(this.readerError)
+    if (this.items.length > 0) {
+      const item = this.items.shift()!
+      this.used -= this.weigh(item)
+      this.wakeWriters()
+      return Effect.succeed(item)
+    }
+    if (this.ended) return Effect.succeed(END)
+    return undefined
+  }
+
   /** No more items; the reader drains what is buffered, then sees the end. */
   end(): void {
     if (this.ended) return
@@ -170,135 +205,158 @@ class BoundedChannel<A> {
 }
 
 interface Side {
-  readonly accept: BoundedChannel<Exchange>
-  readonly live: Set<ExchangeEnd>
+  readonly accept: BoundedChannel<BidiStream>
+  readonly live: Set<StreamEnd>
 }
 
-class ExchangeEnd implements InMemoryExchange {
-  private closed = false
-  readonly receive: Stream.Stream<EventEnvelope, TransportError.TransportError>
+let nextStreamId = 0
+
+class StreamEnd implements BidiStream {
+  readonly id = nextStreamId++
+  private released = false
+  /** Chunks taken from the pipe and not yet returned by `read`. */
+  private pending: Array<Uint8Array> = []
+  /** The peer's FIN was read. */
+  private sawEnd = false
 
   constructor(
     private readonly side: Side,
     readonly incoming: BoundedChannel<Uint8Array>,
     readonly outgoing: BoundedChannel<Uint8Array>,
-    private readonly options: Required<Omit<Options, "chunkBytes">> & { readonly chunkBytes: number | undefined }
+    private readonly chunkBytes: number | undefined
   ) {
     side.live.add(this)
-    this.receive = Stream.suspend(() => {
-      const decoder = new Codec.FrameDecoder(options.maxFrameBytes)
-      const pull: Effect.Effect<Chunk.Chunk<EventEnvelope>, Option.Option<TransportError.TransportError>> = Effect
-        .flatMap(
-          Effect.mapError(this.incoming.take(), Option.some),
-          (chunks) => {
-            try {
-              if (chunks === END) {
-                decoder.end()
-                return Effect.fail(Option.none())
-              }
-              const envelopes = decoder.push(chunks[0]!)
-              for (let i = 1; i < chunks.length; i++) {
-                const more = decoder.push(chunks[i]!)
-                for (const envelope of more) envelopes.push(envelope)
-              }
-              return envelopes.length === 0 ? pull : Effect.succeed(Chunk.unsafeFromArray(envelopes))
-            } catch (e) {
-              this.reset()
-              const message = e instanceof Codec.CodecError ? e.message : String(e)
-              return Effect.fail(Option.some(new TransportError.TransportError({ reason: "InvalidFrame", message })))
-            }
-          }
-        )
-      return Stream.repeatEffectChunkOption(pull)
-    })
   }
 
-  send = (envelope: EventEnvelope): Effect.Effect<void, TransportError.TransportError> =>
-    Effect.suspend(() => {
-      let frame: Uint8Array
-      try {
-        frame = Codec.encodeFrame(envelope, this.options.maxFrameBytes)
-      } catch (e) {
-        const message = e instanceof Codec.CodecError ? e.message : String(e)
-        return Effect.fail(new TransportError.TransportError({ reason: "InvalidFrame", message }))
+  read: Effect.Effect<Option.Option<Uint8Array>, TransportError.TransportError> = Effect.suspend(() => {
+    const next = this.pending.shift()
+    if (next !== undefined) return Effect.succeed(Option.some(next))
+    return Effect.flatMap(this.incoming.take(), (chunks) => {
+      if (chunks === END) {
+        this.sawEnd = true
+        this.releaseIfDone()
+        return Effect.succeed(Option.none())
       }
-      // One write per envelope, so concurrent sends never interleave; a frame larger than the buffer goes through
-      // when the buffer is empty. `chunkBytes` only changes how the reader receives the bytes.
-      const size = this.options.chunkBytes
-      if (size === undefined || frame.length <= size) return this.outgoing.offer(frame)
-      const pieces: Array<Uint8Array> = []
-      for (let i = 0; i < frame.length; i += size) pieces.push(frame.subarray(i, i + size))
-      return this.outgoing.offerAll(pieces)
+      // Everything written so far, in one read (as a socket read would return it); pieces of `chunkBytes` are
+      // returned one per read only while the writer is ahead of... nothing: they are joined here.
+      return Effect.succeed(Option.some(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
     })
+  })
 
-  sendBytes = (bytes: Uint8Array): Effect.Effect<void, TransportError.TransportError> => this.outgoing.offer(bytes)
+  get readable() {
+    return Stream.repeatEffectOption(
+      Effect.flatMap(Effect.mapError(this.read, Option.some), (chunk) =>
+        Option.isSome(chunk) ? Effect.succeed(chunk.value) : Effect.fail(Option.none()))
+    )
+  }
 
-  end: Effect.Effect<void> = Effect.sync(() => this.outgoing.end())
+  write = (bytes: Uint8Array): Effect.Effect<void, TransportError.TransportError> => {
+    // One write is atomic: never interleaved with another. `chunkBytes` only changes how the reader receives it.
+    const size = this.chunkBytes
+    if (size === undefined || bytes.length <= size) return this.outgoing.offer(bytes)
+    const pieces: Array<Uint8Array> = []
+    for (let i = 0; i < bytes.length; i += size) pieces.push(bytes.subarray(i, i + size))
+    return this.outgoing.offerAll(pieces)
+  }
 
-  close: Effect.Effect<void> = Effect.sync(() => this.reset())
+  end: Effect.Effect<void> = Effect.sync(() => {
+    this.outgoing.end()
+    this.releaseIfDone()
+  })
 
-  /** Reset what is not finished: the peer's writes fail; our unfinished writing side is reset for the peer. */
-  reset(): void {
-    if (this.closed) return
-    this.closed = true
-    this.side.live.delete(this)
+  reset: Effect.Effect<void> = Effect.sync(() => {
+    // Stop reading (the peer's writes fail), and reset our writing side unless it was finished.
     this.incoming.failWriter(RESET_BY_PEER)
-    this.incoming.failReader(EXCHANGE_CLOSED)
-    this.outgoing.failWriter(EXCHANGE_CLOSED)
+    this.incoming.failReader(STREAM_CLOSED)
+    this.outgoing.failWriter(STREAM_CLOSED)
     if (!this.outgoing.isEnded) this.outgoing.failReader(RESET_BY_PEER)
+    this.release()
+  })
+
+  /** Both directions finished: nothing to release any more. */
+  private releaseIfDone(): void {
+    if (this.outgoing.isEnded && this.sawEnd) this.release()
+  }
+
+  release(): void {
+    if (this.released) return
+    this.released = true
+    this.side.live.delete(this)
   }
 
   /** The connection is gone: everything fails with `Closed`. */
   kill(): void {
-    this.closed = true
-    this.side.live.delete(this)
     this.incoming.failReader(CONNECTION_CLOSED)
     this.incoming.failWriter(CONNECTION_CLOSED)
     this.outgoing.failReader(CONNECTION_CLOSED)
     this.outgoing.failWriter(CONNECTION_CLOSED)
+    this.release()
   }
 }
 
-/** Make a connected pair of transports; closing the scope closes the connection. */
+const address = { host: "memory", port: 0 }
+
+/** Make a connected pair of in-memory connections; closing the scope closes the connection. */
+export const makeConnectionPair = (
+  options: Options = {}
+): Effect.Effect<readonly [InMemoryConnection, InMemoryConnection], never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const bufferBytes = options.bufferBytes ?? 64 * 1024
+    const maxPending = options.maxPendingStreams ?? 1024
+    const closedInfo = yield* Deferred.make<ConnectionClosed>()
+    let closed = false
+    const a: Side = { accept: new BoundedChannel(maxPending, () => 1), live: new Set() }
+    const b: Side = { accept: new BoundedChannel(maxPending, () => 1), live: new Set() }
+    const close = (by: ConnectionClosed["by"]) =>
+      Effect.sync(() => {
+        if (closed) return
+        closed = true
+        for (const side of [a, b]) {
+          side.accept.end()
+          side.accept.failWriter(CONNECTION_CLOSED)
+          side.accept.failReader(CONNECTION_CLOSED)
+          for (const end of [...side.live]) end.kill()
+        }
+        Deferred.unsafeDone(closedInfo, Exit.succeed({ by, code: 0, reason: "" }))
+      })
+    const end = (self: Side, peer: Side, side: "client" | "server"): Effect.Effect<InMemoryConnection> =>
+      Effect.map(Endpoint.makeIdentitySlot, (identity) => ({
+        side,
+        alpn: "alknet/call",
+        remoteAddress: address,
+        peerFingerprint: Option.none(),
+        openBidi: Effect.suspend(() => {
+          if (closed) return Effect.fail(CONNECTION_CLOSED)
+          const forward = new BoundedChannel<Uint8Array>(bufferBytes, (bytes) => bytes.length)
+          const backward = new BoundedChannel<Uint8Array>(bufferBytes, (bytes) => bytes.length)
+          const mine = new StreamEnd(self, backward, forward, options.chunkBytes)
+          const theirs = new StreamEnd(peer, forward, backward, options.chunkBytes)
+          return Effect.as(
+            Effect.tapError(peer.accept.offer(theirs), () => Effect.sync(() => mine.kill())),
+            mine as BidiStream
+          )
+        }),
+        acceptBidi: Effect.flatMap(self.accept.takeOne(), (stream) =>
+          stream === END ? Effect.fail(CONNECTION_CLOSED) : Effect.succeed(stream)),
+        identity: identity.get,
+        setIdentity: identity.set,
+        close: () => close(side === "client" ? "local" : "peer"),
+        closed: Deferred.await(closedInfo),
+        liveStreams: () => self.live.size
+      }))
+    yield* Effect.addFinalizer(() => close("local"))
+    return [yield* end(a, b, "client"), yield* end(b, a, "server")] as const
+  })
+
+/** Make a connected pair of call transports over an in-memory connection; closing the scope closes it. */
 export const makePair = (
   options: Options = {}
-): Effect.Effect<readonly [InMemoryTransport, InMemoryTransport], never, Scope.Scope> => {
-  const resolved = {
-    bufferBytes: options.bufferBytes ?? 64 * 1024,
-    chunkBytes: options.chunkBytes,
-    maxFrameBytes: options.maxFrameBytes ?? Codec.DEFAULT_MAX_FRAME_BYTES,
-    maxPendingExchanges: options.maxPendingExchanges ?? 1024
-  }
-  let closed = false
-  const a: Side = { accept: new BoundedChannel(resolved.maxPendingExchanges, () => 1), live: new Set() }
-  const b: Side = { accept: new BoundedChannel(resolved.maxPendingExchanges, () => 1), live: new Set() }
-  const close = Effect.sync(() => {
-    if (closed) return
-    closed = true
-    for (const side of [a, b]) {
-      side.accept.end()
-      side.accept.failWriter(CONNECTION_CLOSED)
-      for (const end of [...side.live]) end.kill()
-    }
+): Effect.Effect<readonly [InMemoryTransport, InMemoryTransport], never, Scope.Scope> =>
+  Effect.map(makeConnectionPair(options), (connections) => {
+    const transport = (connection: InMemoryConnection): InMemoryTransport => ({
+      ...StreamTransport.make(connection, { maxFrameBytes: options.maxFrameBytes ?? Codec.DEFAULT_MAX_FRAME_BYTES }),
+      connection,
+      liveExchanges: connection.liveStreams
+    })
+    return [transport(connections[0]), transport(connections[1])] as const
   })
-  const endpoint = (self: Side, peer: Side): InMemoryTransport => ({
-    open: Effect.suspend(() => {
-      if (closed) return Effect.fail(CONNECTION_CLOSED)
-      const forward = new BoundedChannel<Uint8Array>(resolved.bufferBytes, (bytes) => bytes.length)
-      const backward = new BoundedChannel<Uint8Array>(resolved.bufferBytes, (bytes) => bytes.length)
-      const mine = new ExchangeEnd(self, backward, forward, resolved)
-      const theirs = new ExchangeEnd(peer, forward, backward, resolved)
-      return Effect.as(
-        Effect.tapError(peer.accept.offer(theirs), () => Effect.sync(() => mine.kill())),
-        mine as InMemoryExchange
-      )
-    }),
-    accept: Stream.repeatEffectChunkOption(
-      Effect.flatMap(Effect.mapError(self.accept.take(), Option.some), (items) =>
-        items === END ? Effect.fail(Option.none()) : Effect.succeed(Chunk.unsafeFromArray<Exchange>(items)))
-    ),
-    close,
-    liveExchanges: () => self.live.size
-  })
-  return Effect.as(Effect.addFinalizer(() => close), [endpoint(a, b), endpoint(b, a)] as const)
-}

@@ -1,80 +1,69 @@
 /**
- * The transport seam: what a transport must provide so the call engine runs unchanged over QUIC, WebSocket or the
- * in-memory pair.
+ * The transport seam: what a transport provides so the call engine (`Connection.ts`) runs unchanged over QUIC,
+ * WebSocket or the in-memory pair. **The transport pushes, the engine routes.**
  *
- * The engine sees a connection as a set of **exchanges**. An exchange is a bidirectional, ordered channel of
- * envelopes between the two ends:
+ * - `run(receiver)`: the transport decodes what the peer sends and hands every envelope to `receiver.receive`,
+ *   synchronously, with the `Channel` it came on (QUIC: the stream; WebSocket: the socket). The engine correlates by
+ *   envelope `id` only (SPEC §4) and answers a request on the channel it came on.
+ * - Backpressure: `receive` returns `undefined` to keep reading, or an Effect (a subscription's mailbox is full):
+ *   the transport stops reading that channel (QUIC: that stream; WebSocket: it pauses the socket) until the Effect
+ *   completes, so the peer's flow control slows the producer. Nothing is dropped or buffered without bound: what a
+ *   transport delivers beyond the mailbox's capacity is at most one read (QUIC) or one message (WebSocket).
+ * - `open`: a channel for a new outgoing call (QUIC: a new bidirectional stream, read by the transport like the
+ *   accepted ones; WebSocket: the socket itself).
  *
- * - QUIC: one exchange = one bidirectional stream. `open` opens a new stream; `accept` yields the streams the peer
- *   opened. Frames are `Codec.encodeFrame` / `Codec.FrameDecoder` (4-byte big-endian length + UTF-8 JSON).
- * - WebSocket (one envelope per binary message, no streams): the transport demultiplexes messages by envelope `id`
- *   into virtual exchanges: a `call.requested` with an id that has no open exchange starts a new accepted exchange;
- *   every other message goes to the open exchange of its id; a message whose id has no open exchange (a late
- *   `call.aborted`, an answer to a call that is gone) is delivered on a fresh accepted exchange that then ends at once
- *   (there is no FIN on a WebSocket: without that end the engine would keep reading it until the socket closes).
- *   `open` creates a virtual exchange whose sends go straight to the socket (`Codec.encodeEnvelope`, no prefix);
- *   `end` has no wire meaning, and `close` forgets the id.
+ * Stream transports (`perCall`: one channel per call, SPEC §4):
+ * - the caller opens a channel and writes `call.requested`; the callee answers on it and `close`s it after the final
+ *   answer; the caller `close`s its own channel as soon as the final answer arrived, **without waiting for the
+ *   peer's FIN** (QUIC can lose one). `close` = finish our writing side and stop reading (FIN + STOP_SENDING).
+ * - `receiver.ended(channel, error)` says a channel ended: `undefined` when the peer finished its side normally, a
+ *   `TransportError` when it was reset or sent an invalid frame (the transport has reset it; other channels and the
+ *   connection carry on). The engine interrupts the requests that came on a failed channel and fails the calls
+ *   waiting on one.
  *
- * The engine never relies on *which* exchange an envelope arrives on: it correlates every envelope by `id` (SPEC §4).
- * `call.requested` is dispatched and answered on the exchange it arrived on; `call.aborted` interrupts request `id`
- * wherever it runs (QUIC peers may send it on a new stream); `call.responded` / `call.error` / `call.completed` go
- * to the pending outbound call with that id, and unknown ids are ignored.
- *
- * How the engine uses an exchange (one call per exchange, SPEC §4):
- *
- * - caller: `open` → `send(call.requested)` → read `receive` until the final answer (`call.responded` for a
- *   query/mutation, `call.completed` or `call.error` for a subscription) → `end` → `close`. If the call is
- *   interrupted, times out, or its consumer stops first, it sends `call.aborted` on the same exchange before `end`.
- * - callee: reads every accepted exchange in its own fiber; each `call.requested` is served in its own fiber and
- *   answered on that exchange; after the last answer the callee `end`s and `close`s it without waiting for the
- *   caller's end. If `receive` fails (reset, invalid frame, connection lost) the requests of that exchange are
- *   interrupted.
- *
- * Contract an implementation must keep:
- *
- * 1. `receive` may be run once. It pulls from the network only when the engine pulls (so a slow consumer stops
- *    reading and transport flow control slows the sender: never drop, never buffer without bound). It ends when the
- *    peer finishes its writing side, and fails with `TransportError` when the exchange is reset, the connection is
- *    closed or lost (`Closed`), or the peer sends an invalid frame (`InvalidFrame`; the transport then resets that
- *    exchange and keeps the connection).
- * 2. `send` resolves once the transport accepted the envelope's bytes (it waits while the peer's window / the
- *    socket's buffer is full) and fails with `TransportError` once the exchange or connection is gone, or with
- *    `InvalidFrame` when the envelope cannot be encoded (nothing was written; the exchange stays usable). Each send is
- *    atomic: one envelope's bytes are never interleaved with another send's (QUIC: one `write` per frame; the engine
- *    sends concurrently on one exchange only if a peer multiplexes several requests on it).
- * 3. `end` finishes our writing side gracefully (QUIC: close the writable; the peer's `receive` ends after it has
- *    read everything). Idempotent, never fails.
- * 4. `close` releases the exchange in both directions (QUIC: cancel the readable if it has not ended and reset the
- *    writable if it has not been ended). Idempotent, never fails. The engine calls it exactly when it is done with
- *    an exchange, after `end` on a normal finish.
- * 5. `open` fails with `TransportError` (`Closed`) once the connection is closed. `accept` ends (or fails) when the
- *    connection closes; the engine treats the end of `accept` as the end of the connection.
- * 6. When the connection closes (`close`, or lost), every exchange's `receive` ends or fails promptly and every
- *    `send` fails: the engine fails pending calls with INTERNAL "connection closed" and interrupts in-flight ones.
- * 7. `close` closes the whole connection; idempotent.
+ * Contract:
+ * 1. `write` sends the envelopes in order as one transport write (QUIC: one stream write of all their frames;
+ *    WebSocket: the messages corked into one socket write), never interleaved with another write on the channel. It
+ *    resolves once the transport accepted the bytes (it waits while the peer's window / the socket's buffer is full)
+ *    and fails with `TransportError`: `Closed` / `Reset` once the channel or connection is gone, `InvalidFrame` when
+ *    an envelope cannot be encoded (then nothing was written and the channel stays usable).
+ * 2. `close` / `reset` are idempotent and never fail; on a WebSocket (one channel for everything) they do nothing.
+ * 3. `run` returns when the connection has closed (by either side); every channel's `write` fails from then on.
+ *    `open` fails with `Closed` once the connection is closed.
+ * 4. `close` on the transport closes the whole connection; idempotent. `closeNow` cuts it without a graceful drain.
  */
-import type { Effect, Stream } from "effect"
+import type { Effect } from "effect"
 import type { TransportError } from "../errors/TransportError.js"
 import type { EventEnvelope } from "../schema/Envelope.js"
 
-/** One bidirectional channel of envelopes (a QUIC bidirectional stream, a virtual WebSocket exchange). */
-export interface Exchange {
-  /** The envelopes the peer writes on this exchange, pulled on demand; ends at the peer's end of stream. */
-  readonly receive: Stream.Stream<EventEnvelope, TransportError>
-  /** Write one envelope; resolves when the transport accepted its bytes (backpressure). */
-  readonly send: (envelope: EventEnvelope) => Effect.Effect<void, TransportError>
-  /** Finish our writing side gracefully. Idempotent. */
-  readonly end: Effect.Effect<void>
-  /** Release the exchange in both directions (reset what was not finished). Idempotent. */
-  readonly close: Effect.Effect<void>
+/** Where envelopes come from and go to: a QUIC stream, or the WebSocket. */
+export interface Channel {
+  /** Write envelopes, in order, as one transport write; resolves when the transport accepted them (backpressure). */
+  readonly write: (envelopes: ReadonlyArray<EventEnvelope>) => Effect.Effect<void, TransportError>
+  /** Done with this channel: finish our side and stop reading it. Idempotent; a no-op on a WebSocket. */
+  readonly close: () => void
+  /** Abandon the channel: reset both directions. Idempotent; a no-op on a WebSocket. */
+  readonly reset: () => void
+}
+
+/** What the engine gives the transport to push into. */
+export interface Receiver {
+  /** One envelope the peer sent, on `channel`; an Effect in return pauses reading until it completes. */
+  readonly receive: (envelope: EventEnvelope, channel: Channel) => Effect.Effect<void> | undefined
+  /** A channel ended: `error` undefined = the peer finished it; else it was reset or carried an invalid frame. */
+  readonly ended: (channel: Channel, error: TransportError | undefined) => void
+  /** Nothing is in flight (no request served, no call waiting): a draining transport may close now. */
+  readonly idle: () => boolean
 }
 
 /** A connection as the call engine sees it. */
 export interface CallTransport {
-  /** Open a new exchange to the peer (QUIC: a new bidirectional stream). */
-  readonly open: Effect.Effect<Exchange, TransportError>
-  /** The exchanges the peer opens, in order; ends when the connection closes. Run once. */
-  readonly accept: Stream.Stream<Exchange, TransportError>
+  /** `true`: one channel per call (QUIC streams, the in-memory pair); `false`: one channel for all (WebSocket). */
+  readonly perCall: boolean
+  /** Push everything the peer sends to `receiver` until the connection closes. Run once. */
+  readonly run: (receiver: Receiver) => Effect.Effect<void>
+  /** A channel for a new outgoing call. */
+  readonly open: Effect.Effect<Channel, TransportError>
   /** Close the whole connection. Idempotent. */
   readonly close: Effect.Effect<void>
 }

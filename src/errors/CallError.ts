@@ -91,6 +91,13 @@ export const internal = (message: string, details?: unknown): CallError => make(
 export const connectionClosed = (): CallError => make("INTERNAL", "connection closed")
 /** `TIMEOUT "request timed out"` (retryable). */
 export const timeout = (): CallError => make("TIMEOUT", "request timed out")
+/**
+ * `OVERLOADED` (retryable): the callee refused the request because a limit its operator set was reached (calls in
+ * flight on the connection or for the caller). An alknet extension: a reference client reads it as `INTERNAL`, and
+ * it carries `retryable: true` so a client may try again later.
+ */
+export const overloaded = (message: string): CallError =>
+  new CallError({ code: "OVERLOADED", message, retryable: true })
 /** A domain error of an operation; its `code` should be one the operation declares. */
 export const domain = (code: string, message: string, details?: unknown): CallError => make(code, message, details)
 

@@ -20,7 +20,7 @@ import { compact } from "../internal/compact.js"
 import * as Quic from "../layers/quic/Lazy.js"
 import * as WebSocket from "../layers/ws/WebSocket.js"
 import type { Identity } from "../schema/Identity.js"
-import { ALPN } from "./CallProtocol.js"
+import { ALPN, identify } from "./CallProtocol.js"
 import type { Authenticator } from "./CallProtocol.js"
 import type { Address } from "./Endpoint.js"
 import type { TlsIdentity } from "./Tls.js"
@@ -139,12 +139,14 @@ export const connect = (
       ? Effect.succeed(Option.none())
       : authenticator.resolveFingerprint(peerFingerprint.value)
     const connection = yield* Connection.make(transport, {
-      identity,
+      identify: identify(compact({
+        identity,
+        resolveToken: authenticator?.resolveToken,
+        maxAuthAttempts: options.maxAuthAttempts
+      })),
       ...compact({
         source: options.source,
         extendEnv: options.extendEnv,
-        resolveToken: authenticator?.resolveToken,
-        maxAuthAttempts: options.maxAuthAttempts,
         defaultTimeout: options.defaultTimeout,
         authToken: credentials.token
       })

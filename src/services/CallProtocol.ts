@@ -5,7 +5,8 @@
  *   bidirectional stream per call, framed);
  * - `webSocketHandler(options)`: the same for a WebSocket listener (one envelope per binary message).
  *
- * Both run the same engine (`call/Connection`) with the same identity rules:
+ * Both run the same engine (`call/Connection`) with the same identity rules (the protocol's policy, `identify`: the
+ * engine only routes and runs):
  *
  * - the connection's identity is its TLS fingerprint resolved through the `Authenticator` — re-resolved on every
  *   request, so a peer added, changed or disabled while the connection is up applies to its next call; over
@@ -19,8 +20,8 @@
  * The connection is symmetric: `onConnection` receives the engine connection, so the node can call back the peer
  * that called it (the peer graph uses this).
  */
-import { Effect, Option } from "effect"
-import type { Duration, Redacted, Scope } from "effect"
+import { Duration, Effect, Option } from "effect"
+import type { Redacted, Scope } from "effect"
 import * as Connection from "../call/Connection.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as StreamTransport from "../call/StreamTransport.js"
@@ -73,9 +74,96 @@ export interface ServeOptions {
   readonly extendEnv?: Connection.Options["extendEnv"]
   /** Runs alongside the served connection (e.g. to import the peer's operations or call it back). */
   readonly onConnection?: (connection: Connection.Connection, info: ConnectionInfo) => Effect.Effect<void, never, Scope.Scope>
+  /** What one caller may ask of this node (defaults: `defaultLimits`). Read when a connection starts. */
+  readonly limits?: Partial<Limits> | Effect.Effect<Partial<Limits>>
+}
+
+/** Bounds a caller cannot exceed (README, configuration: `rate_limits`). */
+export interface Limits {
+  /** Calls served at once on one connection; past it a request is answered `OVERLOADED` (retryable). */
+  readonly maxInFlightPerConnection: number
+  /** Calls served at once for one caller (an identity, or an anonymous remote address) across its connections. */
+  readonly maxInFlightPerCaller: number
+  /** The largest deadline a caller may ask for with `timeout_ms`, in ms. */
+  readonly maxCallTimeoutMs: number
+  /** Deadline of subscriptions served to anonymous callers, in ms. */
+  readonly anonymousSubscriptionTimeoutMs: number
+}
+
+export const defaultLimits: Limits = {
+  maxInFlightPerConnection: 256,
+  maxInFlightPerCaller: 1024,
+  maxCallTimeoutMs: 10 * 60_000,
+  anonymousSubscriptionTimeoutMs: 10 * 60_000
 }
 
 const none = Effect.succeed(Option.none<Identity>())
+
+export interface IdentifyOptions {
+  /** The connection's identity (e.g. its TLS fingerprint resolved), evaluated per request (default: none). */
+  readonly identity?: Option.Option<Identity> | Effect.Effect<Option.Option<Identity>>
+  /** Resolves a request's bearer token (default: tokens are ignored). */
+  readonly resolveToken?: (token: Redacted.Redacted<string>) => Effect.Effect<Option.Option<Identity>>
+  /** Failed token resolutions before the connection is closed (default 5; an Effect is read on every failure). */
+  readonly maxAuthAttempts?: number | Effect.Effect<number>
+  /** Told of every failed token resolution (e.g. to count failures per remote address). */
+  readonly onAuthFailure?: () => void
+}
+
+/**
+ * The identity policy of one connection (SPEC §5 step 2, §10–§11): a request's `auth_token` that resolves replaces
+ * the connection's identity for that request only; one that does not falls back to it and counts as a failed attempt;
+ * at `maxAuthAttempts` failures the connection is closed.
+ */
+export const identify = (options: IdentifyOptions): Connection.Identify => {
+  const connectionIdentity: Effect.Effect<Option.Option<Identity>> = options.identity === undefined
+    ? none
+    : Option.isOption(options.identity)
+    ? Effect.succeed(options.identity)
+    : options.identity
+  const resolveToken = options.resolveToken
+  if (resolveToken === undefined) return () => connectionIdentity
+  const maxAuthAttempts: Effect.Effect<number> = typeof options.maxAuthAttempts === "number"
+    ? Effect.succeed(options.maxAuthAttempts)
+    : options.maxAuthAttempts ?? Effect.succeed(5)
+  let failures = 0
+  return (token) =>
+    token === undefined ? connectionIdentity : Effect.flatMap(resolveToken(token), (resolved) => {
+      if (Option.isSome(resolved)) return Effect.succeed(resolved)
+      failures++
+      options.onAuthFailure?.()
+      return Effect.flatMap(maxAuthAttempts, (max) =>
+        failures >= max
+          ? Effect.fail(new Connection.CloseConnection({ reason: `${failures} failed authentication attempts` }))
+          : connectionIdentity)
+    })
+}
+
+/** Counts calls in flight per caller across connections (one per `ServeOptions`). */
+const callerCounts = new WeakMap<ServeOptions, Map<string, number>>()
+
+const admitCaller = (options: ServeOptions, info: ConnectionInfo, max: number) => {
+  let counts = callerCounts.get(options)
+  if (counts === undefined) {
+    counts = new Map()
+    callerCounts.set(options, counts)
+  }
+  const table = counts
+  return (identity: Option.Option<Identity>): (() => void) | undefined => {
+    const key = Option.isSome(identity) ? `id:${identity.value.id}` : `anonymous:${info.remoteAddress.host}`
+    const current = table.get(key) ?? 0
+    if (current >= max) return undefined
+    table.set(key, current + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = (table.get(key) ?? 1) - 1
+      if (left <= 0) table.delete(key)
+      else table.set(key, left)
+    }
+  }
+}
 
 /** Serve the call protocol on one transport until it closes. */
 export const serve = (
@@ -110,11 +198,21 @@ export const serve = (
         authenticator.resolveToken(upgradeToken.value),
         (resolved) => (Option.isSome(resolved) ? Effect.succeed(resolved) : byFingerprint)
       )
+    const limits: Limits = {
+      ...defaultLimits,
+      ...(options.limits === undefined ? {} : Effect.isEffect(options.limits) ? yield* options.limits : options.limits)
+    }
     const connection = yield* Connection.make(transport, {
       source: options.source,
-      identity,
-      ...(resolveToken === undefined ? {} : { resolveToken }),
-      ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts }),
+      identify: identify({
+        identity,
+        ...(resolveToken === undefined ? {} : { resolveToken }),
+        ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts })
+      }),
+      maxInFlight: limits.maxInFlightPerConnection,
+      admit: admitCaller(options, info, limits.maxInFlightPerCaller),
+      maxTimeout: Duration.millis(limits.maxCallTimeoutMs),
+      anonymousSubscriptionTimeout: Duration.millis(limits.anonymousSubscriptionTimeoutMs),
       ...(options.defaultTimeout === undefined ? {} : { defaultTimeout: options.defaultTimeout }),
       ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv })
     })

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Option, Ref, Schema, Stream, TestClock } from "effect"
 import * as Operation from "../../src/services/Operation.js"
-import { makePair, request } from "./harness.js"
+import { makePair, openRaw, request } from "./harness.js"
 
 /** An event log shared by the handlers of a scenario. */
 const makeLog = Effect.map(Ref.make<Array<string>>([]), (ref) => ({
@@ -168,14 +168,14 @@ describe("abort cascade (SPEC §8)", () => {
       yield* expectIdle
     }))
 
-  it.scoped("call.aborted interrupts the request wherever it arrives (here on a new exchange)", () =>
+  it.scoped("call.aborted interrupts the request wherever it arrives (here on a new stream)", () =>
     Effect.gen(function*() {
       const log = yield* makeLog
       const { expectIdle, transports } = yield* makePair([leaf(log, "x").with({}), node(log, "top", ["x"], "external")])
-      const first = yield* transports[1].open
+      const first = yield* openRaw(transports[1])
       yield* first.send(request("req-1", { operationId: "/tree/top" }))
       yield* log.until((events) => events.includes("started:x"))
-      const second = yield* transports[1].open
+      const second = yield* openRaw(transports[1])
       yield* second.send({ type: "call.aborted", id: "req-1", payload: {} })
       yield* second.end
       yield* log.until((events) => events.includes("interrupted:x") && events.includes("interrupted:top"))

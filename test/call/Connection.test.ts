@@ -1,10 +1,10 @@
 /** A connection is symmetric, closes cleanly, and streams with bounded memory. */
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Deferred, Effect, Exit, Fiber, Ref, Schema, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Option, Ref, Schema, Stream } from "effect"
 import * as Connection from "../../src/call/Connection.js"
 import * as InMemoryTransport from "../../src/call/InMemoryTransport.js"
 import * as Operation from "../../src/services/Operation.js"
-import { makePair } from "./harness.js"
+import { acceptRaw, makePair, openRaw } from "./harness.js"
 
 const double = Operation.query({
   name: "svc/double",
@@ -174,46 +174,45 @@ describe("connection", () => {
       yield* expectIdle
     }))
 
-  it.scoped("the in-memory pipe applies backpressure: send waits until the peer reads", () =>
+  it.scoped("the in-memory pipe applies backpressure: a write waits until the peer reads", () =>
     Effect.gen(function*() {
-      const [a, b] = yield* InMemoryTransport.makePair({ bufferBytes: 1024 })
-      const mine = yield* a.open
-      const theirs = yield* Effect.flatMap(Stream.runHead(b.accept), Effect.orDie)
-      const big = { type: "call.responded", id: "x", payload: { output: "y".repeat(600) } }
-      yield* mine.send(big) // fits
-      const blocked = yield* Effect.fork(mine.send(big)) // 2 × ~650 bytes > 1 KiB: waits
+      const [a, b] = yield* InMemoryTransport.makeConnectionPair({ bufferBytes: 1024 })
+      const mine = yield* a.openBidi
+      const theirs = yield* b.acceptBidi
+      const big = new Uint8Array(600)
+      yield* mine.write(big) // fits
+      const blocked = yield* Effect.fork(mine.write(big)) // 2 × 600 bytes > 1 KiB: waits
       for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
       expect(blocked.unsafePoll()).toBeNull()
-      const pull = yield* Stream.toPull(theirs.receive)
-      expect(Chunk.size(yield* pull)).toBe(1)
+      expect(Option.getOrThrow(yield* theirs.read).length).toBe(600)
       yield* Fiber.join(blocked)
       yield* mine.end
-      expect(Chunk.size(yield* pull)).toBe(1)
-      expect(yield* Effect.flip(pull)).toEqual(expect.objectContaining({ _tag: "None" })) // end of stream
-      yield* mine.close
-      yield* theirs.close
-      expect(a.liveExchanges() + b.liveExchanges()).toBe(0)
+      expect(Option.getOrThrow(yield* theirs.read).length).toBe(600)
+      expect(Option.isNone(yield* theirs.read)).toBe(true) // end of stream
+      yield* mine.reset
+      yield* theirs.end
+      expect(a.liveStreams() + b.liveStreams()).toBe(0)
     }))
 
-  it.scoped("a closed in-memory connection refuses to open and fails every exchange", () =>
+  it.scoped("a closed in-memory connection refuses to open and fails every stream", () =>
     Effect.gen(function*() {
-      const [a, b] = yield* InMemoryTransport.makePair()
-      const mine = yield* a.open
-      yield* b.close
-      expect((yield* Effect.flip(a.open)).reason).toBe("Closed")
-      expect((yield* Effect.flip(mine.send({ type: "x", id: "y", payload: {} }))).reason).toBe("Closed")
-      expect((yield* Effect.flip(Stream.runDrain(mine.receive))).reason).toBe("Closed")
-      expect(yield* Stream.runCount(a.accept)).toBe(0)
+      const [a, b] = yield* InMemoryTransport.makeConnectionPair()
+      const mine = yield* a.openBidi
+      yield* b.close()
+      expect((yield* Effect.flip(a.openBidi)).reason).toBe("Closed")
+      expect((yield* Effect.flip(mine.write(new Uint8Array(1)))).reason).toBe("Closed")
+      expect((yield* Effect.flip(mine.read)).reason).toBe("Closed")
+      expect((yield* Effect.flip(a.acceptBidi)).reason).toBe("Closed")
     }))
 })
 
 describe("connection against a raw peer", () => {
-  it.scoped("a call completes on its answer even if the peer never ends the exchange (as over WebSocket)", () =>
+  it.scoped("a call completes on its answer even if the peer never finishes the stream (a lost FIN)", () =>
     Effect.gen(function*() {
       const [mine, theirs] = yield* InMemoryTransport.makePair()
       const client = yield* Connection.make(mine)
       // a peer that answers and keeps the exchange open
-      yield* theirs.accept.pipe(
+      yield* acceptRaw(theirs).pipe(
         Stream.runForEach((exchange) =>
           Effect.fork(
             Stream.runForEach(exchange.receive, (env) =>
@@ -228,17 +227,17 @@ describe("connection against a raw peer", () => {
       expect(yield* client.stats).toMatchObject({ pending: 0 })
     }))
 
-  it.scoped("an answer that arrives on another exchange is correlated by id and ends the call", () =>
+  it.scoped("an answer that arrives on another stream is correlated by id and ends the call", () =>
     Effect.gen(function*() {
       const [mine, theirs] = yield* InMemoryTransport.makePair()
       const client = yield* Connection.make(mine)
       // a peer that answers every request on a new exchange of its own, and never touches the request's exchange
-      yield* theirs.accept.pipe(
+      yield* acceptRaw(theirs).pipe(
         Stream.runForEach((exchange) =>
           Effect.fork(
             Stream.runForEach(exchange.receive, (env) =>
               env.type === "call.requested"
-                ? Effect.flatMap(Effect.orDie(theirs.open), (other) =>
+                ? Effect.flatMap(Effect.orDie(openRaw(theirs)), (other) =>
                   Effect.zipRight(
                     other.send({ type: "call.responded", id: env.id, payload: { output: "elsewhere" } }),
                     other.end

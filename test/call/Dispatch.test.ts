@@ -4,7 +4,7 @@ import { Effect, Exit, Fiber, Logger, Option, Redacted, Ref, Schema, Stream, Tes
 import * as FrameCodec from "../../src/call/Codec.js"
 import * as CallError from "../../src/errors/CallError.js"
 import * as Operation from "../../src/services/Operation.js"
-import { makePair, raw, rawCall, request, who } from "./harness.js"
+import { makePair, openRaw, raw, rawCall, request, who } from "./harness.js"
 
 const Who = Schema.Struct({
   identity: Schema.NullOr(Schema.String),
@@ -382,7 +382,7 @@ describe("dispatch (SPEC §5)", () => {
     Effect.gen(function*() {
       const { expectIdle, transports } = yield* makePair(ops, { transport: { chunkBytes: 5 } })
       const ids = Array.from({ length: 20 }, (_, i) => `m-${i}`)
-      const exchange = yield* transports[1].open
+      const exchange = yield* openRaw(transports[1])
       const frames = ids.map((id) =>
         FrameCodec.encodeFrame(request(id, { operationId: "/test/typed", input: { user: { name: id, age: 1 } } }))
       )
@@ -398,7 +398,7 @@ describe("dispatch (SPEC §5)", () => {
     Effect.gen(function*() {
       const { client, expectIdle, transports } = yield* makePair(ops)
       for (const bytes of [[0, 0, 0, 0], [0, 0, 0, 3, 0x7b, 0x7b, 0x7b], [255, 255, 255, 255]]) {
-        const exchange = yield* transports[1].open
+        const exchange = yield* openRaw(transports[1])
         yield* exchange.sendBytes(new Uint8Array(bytes))
         // the server reset the exchange: our read fails with Reset and our writes now fail
         const error = yield* Effect.flip(Stream.runDrain(exchange.receive))

@@ -26,7 +26,7 @@ const program = Effect.gen(function*() {
   // The serving side; over QUIC its identity would come from the peer's key fingerprint.
   yield* CallConnection.make(serverSide, {
     source: registry.source,
-    identity: Option.some({ id: "alice", scopes: ["demo"], resources: {} })
+    identify: () => Effect.succeed(Option.some({ id: "alice", scopes: ["demo"], resources: {} }))
   })
   const client = yield* CallConnection.make(clientSide)
   const reply = yield* Operation.call(client, greet, { name: "Ada" }) // typed: { greeting: string }

@@ -3,9 +3,12 @@ import { expect } from "@effect/vitest"
 import { Chunk, Effect, Option, Scope, Stream, Supervisor, TestClock } from "effect"
 import type { TransportError } from "../../src/errors/TransportError.js"
 import type { EventEnvelope } from "../../src/schema/Envelope.js"
+import * as Codec from "../../src/call/Codec.js"
 import * as Connection from "../../src/call/Connection.js"
 import * as InMemoryTransport from "../../src/call/InMemoryTransport.js"
+import type { BidiStream } from "../../src/services/Endpoint.js"
 import type { HandlerRegistration } from "../../src/services/Operation.js"
+import * as CallProtocol from "../../src/services/CallProtocol.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
 
 export interface Pair {
@@ -18,11 +21,30 @@ export interface Pair {
   readonly expectIdle: Effect.Effect<void>
 }
 
+/** Engine options, plus the protocol's identity policy (`CallProtocol.identify`) written out. */
+export type SideOptions = Connection.Options & CallProtocol.IdentifyOptions
+
 export interface PairOptions {
   readonly clientRegistrations?: ReadonlyArray<HandlerRegistration>
-  readonly server?: Connection.Options
-  readonly client?: Connection.Options
+  readonly server?: SideOptions
+  readonly client?: SideOptions
   readonly transport?: InMemoryTransport.Options
+}
+
+/** Engine options for one side: the identity policy options become its `identify`. */
+export const engineOptions = (options: SideOptions = {}): Connection.Options => {
+  const { identity, maxAuthAttempts, onAuthFailure, resolveToken, ...engine } = options
+  return identity === undefined && resolveToken === undefined
+    ? engine
+    : {
+      ...engine,
+      identify: CallProtocol.identify({
+        ...(identity === undefined ? {} : { identity }),
+        ...(resolveToken === undefined ? {} : { resolveToken }),
+        ...(maxAuthAttempts === undefined ? {} : { maxAuthAttempts }),
+        ...(onAuthFailure === undefined ? {} : { onAuthFailure })
+      })
+    }
 }
 
 export const makePair = (
@@ -36,11 +58,11 @@ export const makePair = (
     // Every fiber the engine forks (readers, requests, detached children, timers) is tracked from here on.
     const supervisor = yield* Supervisor.track
     const server = yield* Effect.supervised(
-      Connection.make(transports[0], { source: registry.source, ...options.server }),
+      Connection.make(transports[0], { source: registry.source, ...engineOptions(options.server) }),
       supervisor
     )
     const client = yield* Effect.supervised(
-      Connection.make(transports[1], { source: clientRegistry.source, ...options.client }),
+      Connection.make(transports[1], { source: clientRegistry.source, ...engineOptions(options.client) }),
       supervisor
     )
     const liveFibers = Effect.map(
@@ -72,19 +94,50 @@ export const makePair = (
 export const who = (id: string, scopes: ReadonlyArray<string> = [], resources: Record<string, ReadonlyArray<string>> = {}) =>
   Option.some({ id, scopes, resources })
 
-/** Play a raw peer: open an exchange, write these envelopes, collect everything the other side writes until it ends. */
+/** A raw stream on the in-memory connection: frames written and read by hand, with no engine on this end. */
+export interface RawStream {
+  readonly send: (envelope: EventEnvelope) => Effect.Effect<void, TransportError>
+  readonly sendBytes: (bytes: Uint8Array) => Effect.Effect<void, TransportError>
+  /** Everything the other side writes until it finishes the stream. */
+  readonly receive: Stream.Stream<EventEnvelope, TransportError>
+  readonly end: Effect.Effect<void>
+  readonly close: Effect.Effect<void>
+}
+
+const rawStream = (stream: BidiStream): RawStream => {
+  const decoder = new Codec.FrameDecoder()
+  return {
+    send: (envelope) => stream.write(Codec.encodeFrame(envelope)),
+    sendBytes: stream.write,
+    receive: Stream.mapConcat(stream.readable, (chunk) => decoder.push(chunk)),
+    end: stream.end,
+    close: stream.reset
+  }
+}
+
+/** Open a raw stream to the other side (it is served by the other side's engine). */
+export const openRaw = (transport: InMemoryTransport.InMemoryTransport): Effect.Effect<RawStream, TransportError> =>
+  Effect.map(transport.connection.openBidi, rawStream)
+
+/** The streams the other side opens to this end, raw (for an end that runs no engine). */
+export const acceptRaw = (transport: InMemoryTransport.InMemoryTransport): Stream.Stream<RawStream> =>
+  Stream.repeatEffectOption(
+    Effect.mapBoth(transport.connection.acceptBidi, { onFailure: () => Option.none(), onSuccess: rawStream })
+  )
+
+/** Play a raw peer: open a stream, write these envelopes, collect everything the other side writes until it ends. */
 export const raw = (
   transport: InMemoryTransport.InMemoryTransport,
   envelopes: ReadonlyArray<EventEnvelope>
 ): Effect.Effect<Array<EventEnvelope>, TransportError> =>
   Effect.acquireUseRelease(
-    transport.open,
+    openRaw(transport),
     (exchange) =>
       Effect.zipRight(
         Effect.forEach(envelopes, exchange.send, { discard: true }),
         Effect.map(Stream.runCollect(exchange.receive), Chunk.toArray)
       ),
-    (exchange) => exchange.close
+    (exchange) => Effect.zipRight(exchange.end, exchange.close)
   )
 
 /** A `call.requested` envelope. */

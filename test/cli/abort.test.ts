@@ -6,12 +6,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Schedule, Stream } from "effect"
-import * as StreamTransport from "../../src/call/StreamTransport.js"
-import type { Exchange } from "../../src/call/Transport.js"
+import * as Codec from "../../src/call/Codec.js"
 import * as Quic from "../../src/layers/quic/Quic.js"
 import type { EventEnvelope } from "../../src/schema/Envelope.js"
 import { ALPN } from "../../src/services/CallProtocol.js"
-import type { Connection } from "../../src/services/Endpoint.js"
+import type { BidiStream, Connection } from "../../src/services/Endpoint.js"
 import * as Tls from "../../src/services/Tls.js"
 import * as Cli from "./cli.js"
 
@@ -23,11 +22,14 @@ describe("alknet subscribe", () => {
       const requested = yield* Deferred.make<EventEnvelope>()
       const aborted = yield* Deferred.make<EventEnvelope>()
 
-      /** Answer a call.requested with an item every 50 ms; record what arrives on the exchange. */
-      const serveExchange = (exchange: Exchange) =>
+      /** Answer a call.requested with an item every 50 ms; record what arrives on the stream. */
+      const serveStream = (stream: BidiStream) =>
         Effect.gen(function*() {
           let producer: Fiber.RuntimeFiber<unknown, unknown> | undefined
-          yield* Stream.runForEach(exchange.receive, (envelope) =>
+          const decoder = new Codec.FrameDecoder()
+          const send = (envelope: EventEnvelope) => stream.write(Codec.encodeFrame(envelope))
+          const envelopes = Stream.mapConcat(stream.readable, (chunk) => decoder.push(chunk))
+          yield* Stream.runForEach(envelopes, (envelope) =>
             Effect.gen(function*() {
               if (envelope.type === "call.requested" && envelope.payload.operationId === "/services/schema") {
                 // `alknet subscribe` first checks that the operation is a subscription.
@@ -41,7 +43,7 @@ describe("alknet subscribe", () => {
                 yield* Deferred.succeed(requested, envelope)
                 let n = 0
                 producer = yield* Effect.fork(
-                  Effect.suspend(() => exchange.send({ type: "call.responded", id: envelope.id, payload: { output: { n: n++ } } }))
+                  Effect.suspend(() => send({ type: "call.responded", id: envelope.id, payload: { output: { n: n++ } } }))
                     .pipe(Effect.repeat(Schedule.spaced("50 millis")))
                 )
               }
@@ -53,7 +55,7 @@ describe("alknet subscribe", () => {
         }).pipe(Effect.ignore)
 
       const handler = (connection: Connection) =>
-        Stream.runForEach(StreamTransport.make(connection).accept, (exchange) => Effect.forkScoped(serveExchange(exchange))).pipe(
+        Effect.forever(Effect.flatMap(connection.acceptBidi, (stream) => Effect.forkScoped(serveStream(stream)))).pipe(
           Effect.ignore
         )
 
