@@ -4,14 +4,18 @@
  * (bare rate / engine rate; 1.00 = no overhead). Rates are per CPU-second of this process, which is steadier than
  * wall time on a shared machine.
  *
- * - unary c=1:   sequential round trips (one exchange per call, as over QUIC), input `{"n":1,"s":"<100 bytes>"}`
+ * - unary c=1:   sequential round trips (one stream per call, as over QUIC), input `{"n":1,"s":"<100 bytes>"}`
  * - unary c=64:  64 concurrent callers on one connection
  * - stream:      one subscription of N small items `{i}`, counted by the consumer
  *
  * `--quick` runs a tenth of it (a smoke test).
  */
-import { Effect, Stream } from "effect"
+import { Effect, Option, Stream } from "effect"
+import * as Codec from "../src/call/Codec.js"
 import * as Connection from "../src/call/Connection.js"
+import type { TransportError } from "../src/errors/TransportError.js"
+import type { EventEnvelope } from "../src/schema/Envelope.js"
+import type { BidiStream } from "../src/services/Endpoint.js"
 import * as InMemoryTransport from "../src/call/InMemoryTransport.js"
 import { Schema } from "effect"
 import * as Operation from "../src/services/Operation.js"
@@ -32,64 +36,62 @@ const ticker = Operation.subscription({
   handler: ({ count }) => Stream.map(Stream.range(0, count - 1), (i) => ({ i }))
 })
 
-/** The floor: the same transport and envelopes, answered by a loop with no engine. */
+/** The floor: the same in-memory streams and frames, answered by a loop with no engine. */
 const bare = Effect.gen(function*() {
-  const [clientSide, serverSide] = yield* InMemoryTransport.makePair()
-  yield* serverSide.accept.pipe(
-    Stream.runForEach((exchange) =>
-      Effect.fork(
-        exchange.receive.pipe(
-          Stream.mapEffect((env) => {
-            if (env.payload.operationId === "/bench/ticker") {
-              const count = (env.payload.input as { count: number }).count
-              return Effect.zipRight(
-                Effect.forEach(
-                  Array.from({ length: count }, (_, i) => i),
-                  (i) => exchange.send({ type: "call.responded", id: env.id, payload: { output: { i } } }),
-                  { discard: true }
-                ),
-                exchange.send({ type: "call.completed", id: env.id, payload: {} })
-              )
-            }
-            return exchange.send({ type: "call.responded", id: env.id, payload: { output: env.payload.input } })
-          }),
-          // answered: finish the exchange at once, as the engine does (one call per exchange)
-          Stream.take(1),
-          Stream.runDrain,
-          Effect.ignore,
-          Effect.ensuring(Effect.zipRight(exchange.end, exchange.close))
-        )
-      )
-    ),
+  const [clientSide, serverSide] = yield* InMemoryTransport.makeConnectionPair()
+  /** Read frames off a stream until `done` says stop; returns how many envelopes were read. */
+  const readUntil = (stream: BidiStream, done: (env: EventEnvelope) => boolean) =>
+    Effect.suspend(() => {
+      const decoder = new Codec.FrameDecoder()
+      let count = 0
+      const loop: Effect.Effect<number, TransportError> = Effect.flatMap(stream.read, (chunk) => {
+        if (Option.isNone(chunk)) return Effect.succeed(count)
+        for (const env of decoder.push(chunk.value)) {
+          count++
+          if (done(env)) return Effect.succeed(count)
+        }
+        return loop
+      })
+      return loop
+    })
+  const serve = (stream: BidiStream) =>
+    Effect.gen(function*() {
+      let request: EventEnvelope | undefined
+      yield* readUntil(stream, (env) => {
+        request = env
+        return true
+      })
+      const env = request!
+      if (env.payload.operationId === "/bench/ticker") {
+        const count = (env.payload.input as { count: number }).count
+        const frames: Array<Uint8Array> = []
+        for (let i = 0; i < count; i++) {
+          frames.push(Codec.encodeFrame({ type: "call.responded", id: env.id, payload: { output: { i } } }))
+          if (frames.length === 256) yield* stream.write(Buffer.concat(frames.splice(0)))
+        }
+        frames.push(Codec.encodeFrame({ type: "call.completed", id: env.id, payload: {} }))
+        yield* stream.write(Buffer.concat(frames))
+      } else {
+        yield* stream.write(Codec.encodeFrame({ type: "call.responded", id: env.id, payload: { output: env.payload.input } }))
+      }
+    }).pipe(Effect.ignore, Effect.ensuring(Effect.zipRight(stream.end, stream.reset)))
+  yield* Effect.forever(Effect.flatMap(serverSide.acceptBidi, (stream) => Effect.fork(serve(stream)))).pipe(
+    Effect.ignore,
     Effect.forkScoped
   )
   const roundTrip = (operationId: string, payloadInput: unknown, untilType: string) =>
     Effect.acquireUseRelease(
-      Effect.orDie(clientSide.open),
-      (exchange) =>
+      Effect.orDie(clientSide.openBidi),
+      (stream) =>
         Effect.zipRight(
-          Effect.orDie(exchange.send({ type: "call.requested", id: crypto.randomUUID(), payload: { operationId, input: payloadInput } })),
-          Effect.suspend(() => {
-            // read as the engine does: chunk by chunk, until the answer arrived
-            let count = 0
-            return exchange.receive.pipe(
-              Stream.chunks,
-              Stream.runForEachWhile((envelopes) =>
-                Effect.sync(() => {
-                  let more = true
-                  for (const env of envelopes) {
-                    count++
-                    if (env.type === untilType) more = false
-                  }
-                  return more
-                })
-              ),
-              Effect.orDie,
-              Effect.map(() => count)
-            )
-          })
+          Effect.orDie(stream.write(Codec.encodeFrame({
+            type: "call.requested",
+            id: crypto.randomUUID(),
+            payload: { operationId, input: payloadInput }
+          }))),
+          Effect.orDie(readUntil(stream, (env) => env.type === untilType))
         ),
-      (exchange) => Effect.zipRight(exchange.end, exchange.close)
+      (stream) => Effect.zipRight(stream.end, stream.reset)
     )
   return {
     unary: roundTrip("/bench/echo", input, "call.responded"),
