@@ -263,6 +263,12 @@ export const make = (
       extendEnv: graph.extendEnv,
       authenticator,
       maxAuthAttempts,
+      limits: Effect.map(config.dynamic, ({ rate_limits: r }) => ({
+        maxInFlightPerConnection: r.max_calls_per_connection,
+        maxInFlightPerCaller: r.max_calls_per_caller,
+        maxCallTimeoutMs: r.max_call_timeout_ms,
+        anonymousSubscriptionTimeoutMs: r.anonymous_subscription_timeout_ms
+      })),
       // An address in its auth-failure cooldown is refused quietly (the limiter logged the block once).
       admit: (connection) =>
         Effect.zipRight(

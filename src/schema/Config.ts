@@ -66,7 +66,15 @@ export const RateLimits = Schema.Struct({
   /** The sliding window `max_auth_failures_per_ip` is counted over. */
   auth_failure_window_ms: Schema.optionalWith(PositiveInt, { default: () => 60_000, exact: true }),
   /** How long an address that reached `max_auth_failures_per_ip` is refused (new connections and upgrades). */
-  auth_block_ms: Schema.optionalWith(PositiveInt, { default: () => 300_000, exact: true })
+  auth_block_ms: Schema.optionalWith(PositiveInt, { default: () => 300_000, exact: true }),
+  /** Calls served at once on one connection; past it a request is answered `OVERLOADED` (retryable). */
+  max_calls_per_connection: Schema.optionalWith(PositiveInt, { default: () => 256, exact: true }),
+  /** Calls served at once for one caller (an identity, or an anonymous remote address) across its connections. */
+  max_calls_per_caller: Schema.optionalWith(PositiveInt, { default: () => 1024, exact: true }),
+  /** The largest deadline a caller may ask for with `timeout_ms`, in ms (larger ones are capped). */
+  max_call_timeout_ms: Schema.optionalWith(PositiveInt, { default: () => 600_000, exact: true }),
+  /** How long a subscription served to an anonymous caller may run, in ms (authenticated callers: no limit). */
+  anonymous_subscription_timeout_ms: Schema.optionalWith(PositiveInt, { default: () => 600_000, exact: true })
 }).annotations({ identifier: "RateLimits" })
 export type RateLimits = typeof RateLimits.Type
 
