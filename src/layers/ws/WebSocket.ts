@@ -224,6 +224,21 @@ const ephemeralCredentials = Effect.runSync(Effect.cached(TlsIdentity.load(TlsId
 
 const isIp = (host: string) => Net.isIP(host) !== 0
 
+/** One TLS context per client identity (parsing the key and certificate costs more than the handshake itself). */
+const clientContexts = new WeakMap<TlsIdentity.TlsCredentials, Tls.SecureContext>()
+const clientContext = (credentials: TlsIdentity.TlsCredentials): Tls.SecureContext => {
+  let context = clientContexts.get(credentials)
+  if (context === undefined) {
+    context = Tls.createSecureContext({
+      cert: credentials.certificatePem,
+      key: Redacted.value(credentials.privateKeyPem),
+      minVersion: "TLSv1.3"
+    })
+    clientContexts.set(credentials, context)
+  }
+  return context
+}
+
 /** Open a TLS connection and verify the server before anything else is sent on it. */
 const connectTls = (
   address: Address,
@@ -242,8 +257,9 @@ const connectTls = (
       host: address.host,
       port: address.port,
       ...(isIp(serverName) ? {} : { servername: serverName }),
-      cert: credentials.certificatePem,
-      key: Redacted.value(credentials.privateKeyPem),
+      ...(options.ca === undefined
+        ? { secureContext: clientContext(credentials) }
+        : { cert: credentials.certificatePem, key: Redacted.value(credentials.privateKeyPem) }),
       minVersion: "TLSv1.3",
       ALPNProtocols: ["http/1.1"],
       // With a pin, the chain is not CA-checked: the pin is checked below instead, before any byte is sent.
