@@ -20,7 +20,11 @@ describe("Config schema", () => {
         max_auth_attempts: 5,
         max_auth_failures_per_ip: 10,
         auth_failure_window_ms: 60_000,
-        auth_block_ms: 300_000
+        auth_block_ms: 300_000,
+        max_calls_per_connection: 256,
+        max_calls_per_caller: 1024,
+        max_call_timeout_ms: 600_000,
+        anonymous_subscription_timeout_ms: 600_000
       },
       list_peers: false,
       outbound: []
