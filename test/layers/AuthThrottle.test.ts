@@ -125,7 +125,7 @@ describe("failed authentications per address", () => {
       expect((yield* Effect.flip(third.call("node/ping", {}))).message).toBe("connection closed")
       // The connection admitted before the block keeps being served (its own max_auth_attempts still applies).
       expect(yield* second.call("node/ping", {})).toMatchObject({ pong: true })
-      expect(warnings).toEqual(["refusing 127.0.0.1 for 600 s: 5 failed authentications within 600 s"])
+      expect(warnings.filter((w) => w.startsWith("refusing"))).toEqual(["refusing 127.0.0.1 for 600 s: 5 failed authentications within 600 s"])
     }).pipe(
       Effect.scoped,
       Effect.provide(throttled({ max_auth_failures_per_ip: 5, max_auth_attempts: 3 })),
