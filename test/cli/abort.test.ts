@@ -33,7 +33,7 @@ describe("alknet subscribe", () => {
             Effect.gen(function*() {
               if (envelope.type === "call.requested" && envelope.payload.operationId === "/services/schema") {
                 // `alknet subscribe` first checks that the operation is a subscription.
-                return yield* exchange.send({
+                return yield* send({
                   type: "call.responded",
                   id: envelope.id,
                   payload: { output: { name: "test/ticks", op_type: "subscription" } }
