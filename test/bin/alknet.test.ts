@@ -15,15 +15,24 @@ import * as Cli from "../cli/cli.js"
 
 const CACHE = fileURLToPath(new URL("../../node_modules/.cache/alknet", import.meta.url))
 
-/** The bundle folder bin/alknet.js used last (the newest one with a bundle in it). */
-const bundleDir = () =>
+/** The files of every bundle folder whose name passes `keep`. */
+const cached = (keep: (file: string) => boolean) =>
   fs.readdirSync(CACHE)
     .map((name) => path.join(CACHE, name))
-    .filter((dir) => fs.existsSync(path.join(dir, "main.cjs")) || fs.existsSync(path.join(dir, "main.js")))
-    .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0]!
+    .filter((dir) => fs.statSync(dir).isDirectory())
+    .flatMap((dir) => fs.readdirSync(dir).filter(keep).map((file) => path.join(dir, file)))
+
+/** Remove them (what the launcher keeps is only a cache: a run without it renders or compiles again). */
+const forget = (keep: (file: string) => boolean) => {
+  for (const file of cached(keep)) fs.rmSync(file, { force: true })
+}
+
+const isKeptText = (file: string) => file.startsWith("memo-")
+const isTokenCache = (file: string) => file === "v8-token.bin"
 
 it.live("help and version texts: the kept copy is what the program prints", () =>
   Effect.gen(function*() {
+    forget(isKeptText)
     for (const args of [["--help"], ["peer", "--help"], ["call", "--help"], ["--version"]]) {
       const rendered = yield* Cli.runInProcess(args)
       expect(rendered.code).toBe(0)
@@ -35,8 +44,7 @@ it.live("help and version texts: the kept copy is what the program prints", () =
         expect(result.stdout).toBe(rendered.stdout)
       }
     }
-    const kept = fs.readdirSync(bundleDir()).filter((file) => file.startsWith("memo-"))
-    expect(kept.length).toBeGreaterThanOrEqual(4)
+    expect(cached(isKeptText).length).toBeGreaterThanOrEqual(4)
   }), { timeout: 120_000 })
 
 it.live.skipIf(process.features.require_module !== true)(
@@ -46,10 +54,12 @@ it.live.skipIf(process.features.require_module !== true)(
       const dir = yield* Cli.tempDir
       const { home } = yield* Cli.initHomeInProcess(dir, "home")
       const args = ["token", "list", "--home", home]
+      forget(isTokenCache)
       const first = yield* Cli.run(args)
       expect(first.code, first.stderr).toBe(0)
-      const cache = path.join(bundleDir(), "v8-token.bin")
-      expect(fs.existsSync(cache)).toBe(true)
+      const written = cached(isTokenCache)
+      expect(written).toHaveLength(1)
+      const cache = written[0]!
       fs.writeFileSync(cache, Buffer.from("not a code cache"))
       const damaged = yield* Cli.run(args)
       expect(damaged.code, damaged.stderr).toBe(0)
