@@ -23,7 +23,7 @@ import * as Io from "./io.js"
 import * as Lock from "./lock.js"
 import * as Outbound from "./outbound.js"
 import * as Shared from "./options.js"
-import { writeRunFile } from "./status.js"
+import { cliTerms, writeRunFile } from "./status.js"
 
 const listen = Options.text("listen").pipe(
   Options.withPseudoName("HOST:PORT"),
@@ -94,7 +94,7 @@ const watchPeers = (info: Effect.Effect<NodeInfo>) =>
         const before = seen.get(peer.peer_id)
         seen.set(peer.peer_id, peer.state)
         if (before === peer.state) return Effect.void
-        const why = peer.last_error === null ? "" : `: ${peer.last_error}`
+        const why = peer.last_error === null ? "" : `: ${cliTerms(peer.last_error)}`
         switch (peer.state) {
           case "connected":
             return Io.err(`alknet node: peer ${peer.peer_id} connected (${peer.address}, ${Io.plural(peer.operations, "operation")})`)

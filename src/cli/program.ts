@@ -277,8 +277,9 @@ export const run = (argv: ReadonlyArray<string>, options: RunOptions = {}): Effe
       Logger.minimumLogLevel(verbose ? LogLevel.Debug : LogLevel.Info)
     )
     return program.pipe(
-      // The reader of stdout went away: stop (finalizers run: a subscription is aborted) and end quietly.
-      Effect.raceFirst(Effect.zipRight(stdio.closed, Effect.interrupt)),
+      // The reader of stdout went away: stop (finalizers run: a subscription is aborted) and end quietly. Not a
+      // node: it serves others, and writes nothing to stdout after its first lines.
+      path[0] === "node" ? identity : Effect.raceFirst(Effect.zipRight(stdio.closed, Effect.interrupt)),
       Effect.exit,
       Effect.map((exit) => {
         if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) return ExitCode.Ok

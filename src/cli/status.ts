@@ -48,7 +48,7 @@ const Info = Schema.Struct({
 })
 
 /** An error as the library words it, in the CLI's terms (a pinned fingerprint is `ADDR#FP` on the command line). */
-const cliTerms = (error: string) =>
+export const cliTerms = (error: string) =>
   error.replace(/pin its fingerprint with expectedFingerprint/g, "pin its fingerprint (ADDR#FP)")
 
 /** `reconnecting (3 attempts)`, `connected`, … */
