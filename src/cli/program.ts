@@ -184,7 +184,10 @@ export const checkArgv = (args: ReadonlyArray<string>) =>
           `unknown option ${name} for ${where}${didYouMean(name, options.keys())}; see ${where} --help`
         ))
       }
-      if (takesValue && !inline) i++
+      if (takesValue && !inline) {
+        if (i + 1 >= args.length) return Effect.fail(usage(`${name} needs a value; see ${where} --help`))
+        i++
+      }
     }
     return Effect.succeed<Parsed>({ path, builtIn: false })
   })

@@ -118,6 +118,8 @@ describe("alknet command line: options, subcommands, help (in-process)", () => {
       expectOneLine(typo, 2, /^alknet: unknown option --fingerprnt for alknet call \(did you mean --fingerprint\?\)/)
       const before = yield* Cli.runInProcess(["call", "--fingerprnt", "x", address, "node/ping"])
       expectOneLine(before, 2, /unknown option --fingerprnt .*did you mean --fingerprint/)
+      const noValue = yield* Cli.runInProcess(["status", "--home"])
+      expectOneLine(noValue, 2, /^alknet: --home needs a value; see alknet status --help$/)
       // A value that looks like an option is still the option's value.
       const value = yield* Cli.runInProcess(["token", "create", "--home", "/nonexistent-alknet", "--description", "--json"])
       expectOneLine(value, 4, /^alknet: no alknet home at \/nonexistent-alknet/)
