@@ -46,35 +46,38 @@ const parent = (command: AnyCommand, children: ReadonlyArray<AnyCommand>) => ({
   children: children.map(leaf)
 })
 
-const tree: Entry = {
-  name: "alknet",
-  command: Command.make("alknet"),
-  children: [
-    leaf(Init.command),
-    leaf(NodeCommand.command),
-    ...Remote.commands.map(leaf),
-    leaf(Status.command),
-    parent(Peer.command, Peer.subcommands),
-    parent(Token.command, Token.subcommands),
-    parent(Credential.command, Credential.subcommands)
-  ]
-}
+const commands = [
+  Init.command,
+  NodeCommand.command,
+  ...Remote.commands,
+  Status.command,
+  Peer.command,
+  Token.command,
+  Credential.command
+] as const
+
+const nested = new Map<AnyCommand, ReadonlyArray<AnyCommand>>([
+  [Peer.command, Peer.subcommands],
+  [Token.command, Token.subcommands],
+  [Credential.command, Credential.subcommands]
+])
 
 const root = Command.make("alknet").pipe(
   Command.withDescription(
     "Run an alknet node and talk to one. Global flag: --verbose (full error causes, debug logs). " +
       "Exit codes: see the README."
   ),
-  Command.withSubcommands([
-    Init.command,
-    NodeCommand.command,
-    ...Remote.commands,
-    Status.command,
-    Peer.command,
-    Token.command,
-    Credential.command
-  ])
+  Command.withSubcommands(commands)
 )
+
+const tree: Entry = {
+  name: "alknet",
+  command: root,
+  children: commands.map((command) => {
+    const children = nested.get(command)
+    return children === undefined ? leaf(command) : parent(command, children)
+  })
+}
 
 const cliConfig = CliConfig.make({ showBuiltIns: false })
 
@@ -233,7 +236,7 @@ const consoleFor = (stdio: Io.Stdio, base: Console.Console, path: ReadonlyArray<
   }
   const unsafe: Console.UnsafeConsole = {
     ...base.unsafe,
-    log: (...args) => stdio.err(`${indent}${format(args)}\n`),
+    log: (...args) => errLine(args),
     info: (...args) => errLine(args),
     warn: (...args) => errLine(args),
     error: (...args) => errLine(args),

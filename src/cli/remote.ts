@@ -1,8 +1,9 @@
 /**
  * Talking to a node: `alknet call`, `subscribe`, `ls`, `schema`.
  *
- * The client presents the identity of `--home` (its node key) or an ephemeral one, sends `--token` (or
- * `$ALKNET_TOKEN`) as `auth_token`, and pins `--fingerprint`. A raw-key node can only be reached with its fingerprint
+ * The client presents the identity of `--home` (its node key) or an ephemeral one, sends the bearer token
+ * (`$ALKNET_TOKEN`, `--token-file`, or `--token` with a warning) as `auth_token` after checking the node accepts it,
+ * and pins `--fingerprint`. A raw-key node can only be reached with its fingerprint
  * pinned: without one the connection fails closed (SPEC §3). Connecting retries `--retries` times when nothing
  * answers, with progress on stderr.
  */
