@@ -1,7 +1,8 @@
 /**
  * The CLI's rough edges (issue #11 "CLI defects", #20 item 6), each driven as a user meets it. Most commands run
  * in-process (`Cli.runInProcess`, nodes included); a child process only where the process boundary is the point: a
- * reader closing the pipe (EPIPE), and a node killed with SIGKILL that leaves its lock and run file behind.
+ * reader closing the pipe (EPIPE), and a node killed with SIGKILL that leaves its lock and run file behind. Waits are
+ * on conditions (a line on stderr, a process exit); the timeouts only stop a hang.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
@@ -213,7 +214,7 @@ describe("alknet against a node (in-process)", () => {
       const ticks = yield* Cli.runInProcess(["subscribe", node.ws!, "demo/ticks", `{"count":2,"interval_ms":5}`, ...pin])
       expect(ticks.code, ticks.stderr).toBe(0)
       expect(ticks.stdout).toBe(`{"n":0}\n{"n":1}\n`)
-    }))
+    }), { timeout: 120_000 })
 
   it.scopedLive("tokens: --token-file and stdin; --token warns; a rejected token is said, never echoed (exit 21)", () =>
     Effect.gen(function*() {
@@ -263,7 +264,7 @@ describe("alknet against a node (in-process)", () => {
       }
       const garbage = yield* Cli.runInProcess(["call", node.quic, "demo/secret", ...pin], { env: { ALKNET_TOKEN: "alk_garbage" } })
       expectOneLine(garbage, 21, /^FORBIDDEN: the token was rejected by the node$/)
-    }))
+    }), { timeout: 120_000 })
 
   it.scopedLive("a second node on a served home is refused (exit 27); a taken port is said to be in use (exit 12)", () =>
     Effect.gen(function*() {
@@ -287,7 +288,7 @@ describe("alknet against a node (in-process)", () => {
       )
       // Its lock went with it: the home is free.
       expect(yield* Effect.promise(() => fs.access(path.join(b.home, "node.lock")).then(() => true, () => false))).toBe(false)
-    }))
+    }), { timeout: 120_000 })
 
   it.scopedLive("a head says when a peer connects, is lost and comes back; status shows no stale error", () =>
     Effect.gen(function*() {
@@ -311,7 +312,7 @@ describe("alknet against a node (in-process)", () => {
       expect(back.stdout).toMatch(/^w1 +quic:\S+ +connected +\d+ +external +-$/m)
       const json = yield* Cli.runInProcess(["status", "--home", h.home, "--json"])
       expect(JSON.parse(json.stdout).peers[0]).toMatchObject({ state: "connected", last_error: null })
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 })
 
 describe("alknet at the process boundary", () => {
@@ -327,7 +328,7 @@ describe("alknet at the process boundary", () => {
       expect(yield* sub.exited).toBe(0)
       expect(sub.stderr()).not.toMatch(/EPIPE|Error|^\s+at /m)
       yield* node.waitFor(/demo: demo\/ticks interrupted after \d+ items?/)
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 
   it.scopedLive("a node killed with SIGKILL: status says it is gone, the next node takes its lock over", () =>
     Effect.gen(function*() {
@@ -348,5 +349,5 @@ describe("alknet at the process boundary", () => {
       expect(now.code, now.stderr).toBe(0)
       expect(now.stdout).toContain(`listening ${next.quic}`)
       expect((yield* Effect.promise(() => fs.readFile(path.join(home, "node.lock"), "utf8"))).trim()).toBe(String(process.pid))
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 })
