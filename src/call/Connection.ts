@@ -30,6 +30,7 @@ import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
 import type { EventEnvelope } from "../schema/Envelope.js"
 import type { Identity } from "../schema/Identity.js"
+import * as Json from "../schema/Json.js"
 import * as Operation from "../services/Operation.js"
 import * as Deadlines from "./Deadlines.js"
 import * as Discovery from "./Discovery.js"
@@ -356,7 +357,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     /** An output that cannot be encoded (not JSON, too large) becomes INTERNAL for the caller and stops the call. */
     const onWriteFailure = (channel: Channel, id: string) => (error: TransportError): Effect.Effect<void> =>
       error.reason !== "InvalidFrame" ? Effect.interrupt : Effect.zipRight(
-        Effect.logError(`cannot send the output of request ${id}: ${error.message}`),
+        Effect.logError(`cannot send the output of request ${CallError.echo(id)}: ${CallError.echo(error.message)}`),
         Effect.zipRight(Effect.ignore(write(channel, [errorEnvelope(id, CallError.internal("internal error"))])), Effect.interrupt)
       )
 
@@ -447,7 +448,10 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         Effect.catchAllDefect((defect) =>
           // a defect outside any handler (an identity hook, a source): answer INTERNAL, log it once here
           Effect.zipRight(
-            warnOnce("defect", `request ${id} failed with a defect: ${defect instanceof Error ? defect.message : String(defect)}`),
+            warnOnce(
+              "defect",
+              `request ${CallError.echo(id)} failed with a defect: ${CallError.echo(defect instanceof Error ? defect.message : String(defect))}`
+            ),
             Effect.ignore(write(channel, [errorEnvelope(id, CallError.internal("internal error"))]))
           )
         ),
@@ -498,13 +502,23 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           const entry = pending.get(envelope.id)
           if (entry === undefined) return undefined
           const output = envelope.payload.output ?? null
+          if (Json.exceedsDepth(output)) {
+            // a hostile callee: nothing downstream (decoding, printing, logging) may recurse that deep
+            abort(entry)
+            settle(entry, CallError.internal(Json.tooDeep("the output")))
+            return undefined
+          }
           if (entry.mailbox !== undefined) return entry.mailbox.offer(output)
           settle(entry, undefined, output)
           return undefined
         }
         case "call.error": {
           const entry = pending.get(envelope.id)
-          if (entry !== undefined) settle(entry, CallError.fromPayload(envelope.payload))
+          if (entry === undefined) return undefined
+          const payload = Json.exceedsDepth(envelope.payload.details)
+            ? { ...envelope.payload, details: undefined }
+            : envelope.payload
+          settle(entry, CallError.fromPayload(payload))
           return undefined
         }
         case "call.completed": {

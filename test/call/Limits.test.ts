@@ -12,7 +12,7 @@ import * as InMemoryTransport from "../../src/call/InMemoryTransport.js"
 import type { EventEnvelope } from "../../src/schema/Envelope.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
-import { makePair, openRaw, request, who } from "./harness.js"
+import { acceptRaw, makePair, openRaw, request, who } from "./harness.js"
 
 const forever = Operation.query({
   name: "t/forever",
@@ -144,6 +144,34 @@ describe("limits per connection", () => {
       expect([...(yield* Fiber.join(b))]).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
       yield* anonymous.expectIdle
       yield* known.expectIdle
+    }))
+})
+
+describe("a hostile callee", () => {
+  it.scoped("an output nested past the depth limit fails the call with INTERNAL, typed, without recursion", () =>
+    Effect.gen(function*() {
+      const [mine, theirs] = yield* InMemoryTransport.makePair()
+      const client = yield* Connection.make(mine)
+      // written by hand: JSON.stringify itself overflows on such a value
+      const deep = "[".repeat(100_000) + "1" + "]".repeat(100_000)
+      const frame = (id: string) => {
+        const body = Buffer.from(`{"type":"call.responded","id":${JSON.stringify(id)},"payload":{"output":${deep}}}`)
+        const header = Buffer.alloc(4)
+        header.writeUInt32BE(body.length, 0)
+        return Buffer.concat([header, body])
+      }
+      yield* acceptRaw(theirs).pipe(
+        Stream.runForEach((stream) =>
+          Effect.fork(Stream.runForEach(stream.receive, (env) =>
+            env.type === "call.requested"
+              ? stream.sendBytes(frame(env.id))
+              : Effect.void))
+        ),
+        Effect.forkScoped
+      )
+      const error = yield* Effect.flip(client.call("any/op", null))
+      expect([error.code, error.message]).toEqual(["INTERNAL", "the output is nested deeper than 64 levels"])
+      yield* Effect.repeat(client.stats, { until: (s) => s.pending === 0 && s.exchanges === 0 })
     }))
 })
 
