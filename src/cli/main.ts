@@ -6,6 +6,9 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Exit } from "effect"
 import { signalExitCode } from "./errors.js"
 import { run } from "./program.js"
+import * as Shutdown from "./shutdown.js"
+
+Shutdown.armOnSignal(signalExitCode)
 
 NodeRuntime.runMain(run(process.argv), {
   disableErrorReporting: true,

@@ -14,6 +14,7 @@ import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
 import type { NodeInfo } from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
+import * as Shutdown from "./shutdown.js"
 import type { ListenAddress } from "../schema/Config.js"
 import * as Demo from "./demo.js"
 import { CliError, signalEndsNormally } from "./errors.js"
@@ -131,6 +132,16 @@ const reloadOnSighup = Effect.gen(function*() {
   )
 })
 
+/** The config's `drain_timeout_ms` (what the node was started with; default 2 s). */
+const readDrainTimeout = async (home: string): Promise<number> => {
+  try {
+    const config = JSON.parse(await fs.readFile(NodeHome.configPath(home), "utf8")) as { drain_timeout_ms?: unknown }
+    return typeof config.drain_timeout_ms === "number" && config.drain_timeout_ms >= 0 ? config.drain_timeout_ms : 2000
+  } catch {
+    return 2000
+  }
+}
+
 export const command = Command.make(
   "node",
   { home: Shared.home, listen, wsListen, wsPlain, demo, init, connect: Outbound.connectOption },
@@ -166,6 +177,7 @@ export const command = Command.make(
           yield* Io.out(`alknet node ${node.fingerprint} listening ${transport.address}`)
         }
         yield* writeRunFile(home, { pid: process.pid, fingerprint: node.fingerprint, transports: node.transports })
+        yield* Effect.promise(() => readDrainTimeout(home)).pipe(Effect.map(Shutdown.setDrainTimeout))
         yield* Effect.sync(signalEndsNormally)
         yield* reloadOnSighup
         yield* Effect.forkScoped(watchPeers(node.info))
