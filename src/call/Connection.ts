@@ -345,14 +345,15 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       payload: { output }
     })
 
-    /** Answer a request that is not served (refused before it started). */
-    const refuse = (channel: Channel, id: string, error: CallError.CallError) => {
-      const release = perCall && !channels.has(channel)
-      runFork(Effect.ensuring(
-        Effect.ignore(write(channel, [errorEnvelope(id, error)])),
-        Effect.sync(() => release && channel.close())
-      ))
+    /** Answer a request that is not served (refused before it started): no fiber, nothing kept. */
+    const refuse = (channel: Channel, id: string, payload: ReturnType<CallError.CallError["toPayload"]>) => {
+      channel.post([{ type: "call.error", id, payload }])
+      if (perCall && !channels.has(channel)) channel.close()
     }
+    // Refusals are built once per connection: a flood of them costs no allocation beyond its envelopes.
+    const overloadedPayload = CallError.overloaded(
+      `too many calls in flight on this connection (limit ${maxInFlight}); retry later`
+    ).toPayload()
 
     /** An output that cannot be encoded (not JSON, too large) becomes INTERNAL for the caller and stops the call. */
     const onWriteFailure = (channel: Channel, id: string) => (error: TransportError): Effect.Effect<void> =>
@@ -478,11 +479,13 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const startRequest = (envelope: EventEnvelope, channel: Channel): void => {
       const id = envelope.id
       if (requests.has(id)) {
-        return refuse(channel, id, CallError.invalidInput(`duplicate request id: a call with id ${id} is already in flight`))
+        return refuse(channel, id, {
+          code: "INVALID_INPUT",
+          message: `duplicate request id: a call with id ${CallError.echo(id)} is already in flight`,
+          retryable: false
+        })
       }
-      if (requests.size >= maxInFlight) {
-        return refuse(channel, id, CallError.overloaded(`too many calls in flight on this connection (limit ${maxInFlight}); retry later`))
-      }
+      if (requests.size >= maxInFlight) return refuse(channel, id, overloadedPayload)
       const served: Served = { channel, fiber: undefined, timedOut: false }
       requests.set(id, served)
       if (perCall) stateOf(channel).served.add(id)

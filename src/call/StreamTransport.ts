@@ -59,6 +59,10 @@ class StreamChannel implements Channel {
     return this.stream.write(bytes)
   }
 
+  post = (envelopes: ReadonlyArray<EventEnvelope>): void => {
+    this.fork(Effect.ignore(this.write(envelopes)))
+  }
+
   close = (): void => {
     if (this.done) return
     this.done = true

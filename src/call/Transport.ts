@@ -40,6 +40,11 @@ import type { EventEnvelope } from "../schema/Envelope.js"
 export interface Channel {
   /** Write envelopes, in order, as one transport write; resolves when the transport accepted them (backpressure). */
   readonly write: (envelopes: ReadonlyArray<EventEnvelope>) => Effect.Effect<void, TransportError>
+  /**
+   * Write envelopes without waiting (a refusal the engine answers at once, before any fiber runs): best effort, a
+   * failure is dropped. The reading side of the transport holds back while too much is queued for the peer.
+   */
+  readonly post: (envelopes: ReadonlyArray<EventEnvelope>) => void
   /** Done with this channel: finish our side and stop reading it. Idempotent; a no-op on a WebSocket. */
   readonly close: () => void
   /** Abandon the channel: reset both directions. Idempotent; a no-op on a WebSocket. */

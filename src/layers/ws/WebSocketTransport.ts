@@ -106,6 +106,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
       }
       if (early !== undefined) early.push(envelope)
       else deliver(envelope)
+      holdWhileBacklogged()
     }
     const onClose = (code: number, reason: Buffer) => {
       closeInfo = { code, reason: reason.toString("utf8") }
@@ -184,6 +185,23 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
         }
       })
 
+    /**
+     * While more than `highWaterMark` bytes wait to be written to the peer, stop reading it: a peer that sends
+     * requests and does not read the answers is held back by TCP, not by our memory.
+     */
+    let heldForWrites = false
+    const holdWhileBacklogged = () => {
+      if (heldForWrites || socket.bufferedAmount <= highWaterMark || corkable === undefined) return
+      const raw = (socket as unknown as { _socket?: NodeJS.EventEmitter })._socket
+      if (raw === undefined) return
+      heldForWrites = true
+      pause()
+      raw.once("drain", () => {
+        heldForWrites = false
+        resume()
+      })
+    }
+
     const channel: Channel = {
       write: (envelopes) => {
         const bytes: Array<Uint8Array> = []
@@ -195,6 +213,15 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
           )
         }
         return send(bytes)
+      },
+      post: (envelopes) => {
+        if (closedError !== undefined || socket.readyState !== socket.OPEN) return
+        try {
+          for (const envelope of envelopes) socket.send(Codec.encodeEnvelope(envelope, maxFrameBytes), { binary: true })
+        } catch {
+          return
+        }
+        holdWhileBacklogged()
       },
       close: () => undefined,
       reset: () => undefined
