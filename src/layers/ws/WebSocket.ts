@@ -56,6 +56,11 @@ export interface ListenOptions {
    * WebSocket is opened.
    */
   readonly admitUpgrade?: (remoteAddress: Address) => Effect.Effect<void, UpgradeRefused>
+  /**
+   * Serves the plain HTTP requests that reach this server (e.g. the HTTP gateway, `layers/http/Gateway`): one port,
+   * one TLS identity. Without it, a plain request is answered 426 (upgrade required).
+   */
+  readonly onRequest?: (request: Http.IncomingMessage, response: Http.ServerResponse) => void
 }
 
 /** Why an upgrade is refused, as the HTTP answer says it. */
@@ -120,10 +125,10 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
         rejectUnauthorized: false,
         minVersion: "TLSv1.3"
       })
-    server.on("request", (_req, res) => {
+    server.on("request", options.onRequest ?? ((_req, res) => {
       res.writeHead(426, { "content-type": "text/plain", connection: "close", upgrade: "websocket" })
       res.end("alknet/call is served over WebSocket: upgrade required\n")
-    })
+    }))
     // A TLS handshake that fails (a scanner, a client that refused our certificate) affects that socket only.
     server.on("tlsClientError", () => undefined)
     server.on("clientError", (_error, socket) => socket.destroy())

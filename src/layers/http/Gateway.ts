@@ -1,0 +1,583 @@
+/**
+ * The HTTP gateway (SPEC §14): a node's operations over plain HTTP and Server-Sent Events, on the same `node:http(s)`
+ * server (one port, one TLS identity) as the call-protocol WebSocket. Routing and responses are
+ * `@effect/platform`'s `HttpRouter` mounted with `NodeHttpServer.makeHandler`.
+ *
+ * Every call goes through the same dispatch as the wire (`Dispatcher.prepare`: lookup, Internal → NOT_FOUND, op type,
+ * access control, input depth and schema, deadline) with the same identity rules: `Authorization: Bearer …` is
+ * resolved like a wire `auth_token` (one that resolves is the caller; one that does not counts as a failed
+ * authentication and the caller falls back to its TLS client certificate's fingerprint over https, else anonymous),
+ * and the ACL decides.
+ *
+ * | route | answer |
+ * |---|---|
+ * | `POST /call {operation, input, timeout_ms?}` | `{request_id, result: "ok", output}` |
+ * | `POST /call/NAMESPACE/OP` (body = the input) | the same, typed per operation in `/openapi.json` |
+ * | `POST /batch [{operation, input}, …]` | `{results: [{request_id, result: "ok", output} \| {request_id, result: "error", status, error}]}` |
+ * | `POST /subscribe {operation, input}`, `POST /subscribe/NAMESPACE/OP` | `text/event-stream`: `data: <item JSON>` per item, `event: error` + `data: <CallError JSON>`, `event: completed` at the end |
+ * | `GET /search?query=` | `{operations: [{name, description, type}]}`: External operations the caller may call |
+ * | `GET /schema?name=` | `services/schema` for the caller |
+ * | `GET /openapi.json` | the OpenAPI 3.1 document of what the caller may call (`peer/ToOpenApi`) |
+ * | `GET /healthz` | `{status: "ok"}`, unauthenticated |
+ *
+ * Errors are `{code, message, retryable, details?}` with the status: NOT_FOUND 404 (Internal operations too),
+ * FORBIDDEN 401 without an identity (with `WWW-Authenticate: Bearer`) and 403 with one, INVALID_INPUT 422,
+ * INVALID_OPERATION_TYPE 400, TIMEOUT 504 (`Retry-After` when `details.retry_after_ms` says), OVERLOADED 503
+ * (`Retry-After: 1`), INTERNAL 500, a declared domain code its `http_status` (else 500). The gateway's own refusals:
+ * `BAD_REQUEST` 400 (a body that is not JSON, not UTF-8, nested too deep, or not the expected shape),
+ * `PAYLOAD_TOO_LARGE` 413 (`maxBodyBytes`), `TOO_MANY_REQUESTS` 429 (the address is in its auth-failure cooldown).
+ *
+ * A client that disconnects interrupts its request's fiber: the handler (unary or streaming) is interrupted, as a
+ * `call.aborted` would. Closing the gateway's scope interrupts every request still running.
+ */
+import type * as Http from "node:http"
+import type * as Tls from "node:tls"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import { Chunk, Data, Duration, Effect, FiberSet, Option, Redacted, Stream } from "effect"
+import type { Scope } from "effect"
+import * as Dispatcher from "../../call/Dispatcher.js"
+import type { OperationSource } from "../../call/Dispatcher.js"
+import * as CallError from "../../errors/CallError.js"
+import * as ToOpenApi from "../../peer/ToOpenApi.js"
+import type { Identity } from "../../schema/Identity.js"
+import * as Json from "../../schema/Json.js"
+import type * as CallProtocol from "../../services/CallProtocol.js"
+import type { Address } from "../../services/Endpoint.js"
+import * as Operation from "../../services/Operation.js"
+import * as TlsIdentity from "../../services/Tls.js"
+
+/** Default largest request body: 1 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+/** Default largest batch: 64 calls. */
+export const DEFAULT_MAX_BATCH = 64
+
+export interface Options {
+  /** The operations served (the node's served source: its own, discovery, peers' exported ones). */
+  readonly source: OperationSource
+  /** Extends every handler's `ctx.env` (the peer graph's routing), as on the wire. */
+  readonly extendEnv?: Dispatcher.Options["extendEnv"]
+  /** Resolves bearer tokens and client-certificate fingerprints (default: everyone is anonymous). */
+  readonly authenticator?: CallProtocol.Authenticator
+  /** Checked before each request (e.g. the address's auth-failure cooldown): a refusal is answered 429. */
+  readonly admit?: (remote: Address) => Effect.Effect<void, { readonly message: string; readonly retryAfterMs?: number }>
+  /** Told of every bearer token that resolved to nobody (e.g. to count failures per address). */
+  readonly onAuthFailure?: (remote: Address) => Effect.Effect<void>
+  /** What one caller may ask (calls in flight per caller, largest `timeout_ms`, anonymous subscriptions' deadline). */
+  readonly limits?: Partial<CallProtocol.Limits> | Effect.Effect<Partial<CallProtocol.Limits>>
+  /** Largest request body in bytes (default 1 MiB); larger is 413. */
+  readonly maxBodyBytes?: number
+  /** Deadline of a call that asks for none (default 30 s): past it TIMEOUT (504) and the handler is interrupted. */
+  readonly timeout?: Duration.DurationInput
+  /** Largest batch (default 64 calls). */
+  readonly maxBatch?: number
+  /** Nesting limit of inputs (default 64 levels). */
+  readonly maxInputDepth?: number
+  /** `info` of the OpenAPI document. */
+  readonly title?: string
+  readonly version?: string
+}
+
+/** The limits the gateway applies when the options do not say (the wire's defaults). */
+const fallbackLimits: CallProtocol.Limits = {
+  maxInFlightPerConnection: 256,
+  maxInFlightPerCaller: 1024,
+  maxCallTimeoutMs: 10 * 60_000,
+  anonymousSubscriptionTimeoutMs: 10 * 60_000
+}
+
+/** A refusal of the gateway itself (before any operation is involved). */
+class Refusal extends Data.TaggedError("Refusal")<{
+  readonly status: number
+  readonly code: "BAD_REQUEST" | "PAYLOAD_TOO_LARGE" | "TOO_MANY_REQUESTS" | "NOT_FOUND"
+  readonly message: string
+  readonly headers?: Record<string, string>
+}> {}
+
+/** Who is calling, resolved once per request. */
+interface Caller {
+  readonly identity: Option.Option<Identity>
+  readonly remote: Address
+}
+
+const bearer = (header: string | undefined): Option.Option<Redacted.Redacted<string>> => {
+  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
+  return match === null ? Option.none() : Option.some(Redacted.make(match[1]!))
+}
+
+const jsonHeaders = { "cache-control": "no-store" }
+
+const refusalResponse = (refusal: Refusal) =>
+  HttpServerResponse.unsafeJson(
+    { code: refusal.code, message: refusal.message, retryable: refusal.status === 429 },
+    { status: refusal.status, headers: { ...jsonHeaders, ...refusal.headers } }
+  )
+
+/** The HTTP status of a call error (the table at the top of this module). */
+export const statusOf = (
+  error: CallError.CallError,
+  identity: Option.Option<Identity>,
+  declared?: ReadonlyArray<Operation.ErrorDefinition>
+): number => {
+  switch (error.code) {
+    case "NOT_FOUND":
+      return 404
+    case "FORBIDDEN":
+      return Option.isNone(identity) ? 401 : 403
+    case "INVALID_INPUT":
+      return 422
+    case "INVALID_OPERATION_TYPE":
+      return 400
+    case "TIMEOUT":
+      return 504
+    case "OVERLOADED":
+      return 503
+    case "INTERNAL":
+      return 500
+    default: {
+      const status = declared?.find((e) => e.code === error.code)?.httpStatus
+      return status !== undefined && status >= 400 && status <= 599 ? status : 500
+    }
+  }
+}
+
+const retryAfterMs = (error: CallError.CallError): number | undefined => {
+  if (error.code === "OVERLOADED") return 1000
+  const details = error.details
+  if (typeof details !== "object" || details === null) return undefined
+  const ms = (details as Record<string, unknown>).retry_after_ms
+  return typeof ms === "number" && Number.isFinite(ms) && ms >= 0 ? ms : undefined
+}
+
+const errorHeaders = (error: CallError.CallError, status: number): Record<string, string> => {
+  const headers: Record<string, string> = { ...jsonHeaders }
+  const retry = retryAfterMs(error)
+  if (retry !== undefined) headers["retry-after"] = String(Math.ceil(retry / 1000))
+  if (status === 401) headers["www-authenticate"] = "Bearer"
+  return headers
+}
+
+/** Serialize a value for a response; a value JSON cannot carry (a BigInt, a cycle) is INTERNAL. */
+const stringify = (value: unknown): string | undefined => {
+  try {
+    return JSON.stringify(value)
+  } catch {
+    return undefined
+  }
+}
+
+const jsonResponse = (body: unknown, status: number, headers: Record<string, string> = jsonHeaders) => {
+  const text = stringify(body)
+  return text === undefined
+    ? HttpServerResponse.text(JSON.stringify(CallError.internal("internal error").toPayload()), {
+      status: 500,
+      contentType: "application/json",
+      headers: jsonHeaders
+    })
+    : HttpServerResponse.text(text, { status, contentType: "application/json", headers })
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true })
+const encoder = new TextEncoder()
+
+/** Read a request body as JSON: bounded in size (413), UTF-8, parsed, depth-checked; anything else is 400. */
+const readJson = (
+  incoming: Http.IncomingMessage,
+  maxBytes: number,
+  maxDepth: number,
+  emptyAs?: unknown
+): Effect.Effect<unknown, Refusal> =>
+  Effect.flatMap(
+    Effect.async<Uint8Array, Refusal>((resume) => {
+      const tooLarge = () =>
+        new Refusal({
+          status: 413,
+          code: "PAYLOAD_TOO_LARGE",
+          message: `request body is larger than ${maxBytes} bytes`,
+          headers: { connection: "close" }
+        })
+      const declared = Number(incoming.headers["content-length"])
+      if (Number.isFinite(declared) && declared > maxBytes) return resume(Effect.fail(tooLarge()))
+      const chunks: Array<Buffer> = []
+      let size = 0
+      const cleanup = () => {
+        incoming.off("data", onData)
+        incoming.off("end", onEnd)
+        incoming.off("error", onError)
+      }
+      const onData = (chunk: Buffer) => {
+        size += chunk.length
+        if (size > maxBytes) {
+          cleanup()
+          // Keep reading (and dropping) the rest so the answer can be written; the connection closes after it.
+          incoming.resume()
+          return resume(Effect.fail(tooLarge()))
+        }
+        chunks.push(chunk)
+      }
+      const onEnd = () => {
+        cleanup()
+        resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
+      }
+      const onError = () => {
+        cleanup()
+        resume(Effect.fail(new Refusal({ status: 400, code: "BAD_REQUEST", message: "the request body could not be read" })))
+      }
+      incoming.on("data", onData)
+      incoming.on("end", onEnd)
+      incoming.on("error", onError)
+      return Effect.sync(cleanup)
+    }),
+    (bytes) => {
+      const bad = (message: string) => Effect.fail(new Refusal({ status: 400, code: "BAD_REQUEST", message }))
+      let text: string
+      try {
+        text = decoder.decode(bytes)
+      } catch {
+        return bad("request body is not valid UTF-8")
+      }
+      if (text.trim() === "") return emptyAs === undefined ? bad("request body is empty: expected JSON") : Effect.succeed(emptyAs)
+      let value: unknown
+      try {
+        value = JSON.parse(text)
+      } catch (error) {
+        return bad(`request body is not valid JSON: ${CallError.echo(error instanceof Error ? error.message : String(error))}`)
+      }
+      if (Json.exceedsDepth(value, maxDepth)) return bad(Json.tooDeep("request body", maxDepth))
+      return Effect.succeed(value)
+    }
+  )
+
+interface CallRequest {
+  readonly operation: string
+  readonly input: unknown
+  readonly timeoutMs: number | undefined
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/** `{operation, input?, timeout_ms?}`, or why not. */
+const parseCallRequest = (value: unknown, where: string): CallRequest | string => {
+  if (!isRecord(value)) return `${where} must be a JSON object {"operation": "...", "input": ...}`
+  const { input, operation, timeout_ms } = value
+  if (typeof operation !== "string" || operation === "") return `${where}: "operation" must be a non-empty string`
+  if (timeout_ms !== undefined && (typeof timeout_ms !== "number" || !Number.isFinite(timeout_ms) || timeout_ms < 0)) {
+    return `${where}: "timeout_ms" must be a non-negative number`
+  }
+  return { operation, input: input === undefined ? null : input, timeoutMs: timeout_ms }
+}
+
+/** The running gateway: a `node:http` request listener. */
+export interface Gateway {
+  readonly handler: (request: Http.IncomingMessage, response: Http.ServerResponse) => void
+}
+
+/** Build the gateway. Closing the scope interrupts the requests still running. */
+export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const source = options.source
+    const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+    const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
+    const maxInputDepth = options.maxInputDepth ?? Json.DEFAULT_MAX_DEPTH
+    // The envelope ({operation, input}) and a batch's array wrap the input: two levels more than the input may use.
+    const maxBodyDepth = maxInputDepth + 2
+    const dispatcher = yield* Dispatcher.make({
+      source,
+      ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv }),
+      ...(options.timeout === undefined ? {} : { defaultTimeout: options.timeout }),
+      maxInputDepth
+    })
+    const limits: Effect.Effect<CallProtocol.Limits> = options.limits === undefined
+      ? Effect.succeed(fallbackLimits)
+      : Effect.isEffect(options.limits)
+      ? Effect.map(options.limits, (l) => ({ ...fallbackLimits, ...l }))
+      : Effect.succeed({ ...fallbackLimits, ...options.limits })
+    const authenticator = options.authenticator
+
+    // Calls in flight per caller (an identity, or an anonymous address).
+    const inFlightByCaller = new Map<string, number>()
+    const acquire = (caller: Caller, max: number): (() => void) | undefined => {
+      const key = Option.isSome(caller.identity) ? `id:${caller.identity.value.id}` : `anonymous:${caller.remote.host}`
+      const current = inFlightByCaller.get(key) ?? 0
+      if (current >= max) return undefined
+      inFlightByCaller.set(key, current + 1)
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        const left = (inFlightByCaller.get(key) ?? 1) - 1
+        if (left <= 0) inFlightByCaller.delete(key)
+        else inFlightByCaller.set(key, left)
+      }
+    }
+
+    const incomingOf = Effect.map(HttpServerRequest.HttpServerRequest, NodeHttpServerRequest.toIncomingMessage)
+
+    /** Admission, then identity: bearer token, else the TLS client certificate's fingerprint, else anonymous. */
+    const resolveCaller: Effect.Effect<Caller, Refusal, HttpServerRequest.HttpServerRequest> = Effect.gen(function*() {
+      const incoming = yield* incomingOf
+      const remote: Address = { host: incoming.socket.remoteAddress ?? "", port: incoming.socket.remotePort ?? 0 }
+      if (options.admit !== undefined) {
+        yield* Effect.mapError(options.admit(remote), (refused) =>
+          new Refusal({
+            status: 429,
+            code: "TOO_MANY_REQUESTS",
+            message: refused.message,
+            headers: refused.retryAfterMs === undefined ? {} : { "retry-after": String(Math.ceil(refused.retryAfterMs / 1000)) }
+          }))
+      }
+      if (authenticator === undefined) return { identity: Option.none(), remote }
+      const token = bearer(incoming.headers.authorization)
+      if (Option.isSome(token)) {
+        const resolved = yield* authenticator.resolveToken(token.value)
+        if (Option.isSome(resolved)) return { identity: resolved, remote }
+        if (options.onAuthFailure !== undefined) yield* options.onAuthFailure(remote)
+      }
+      const socket = incoming.socket as Partial<Tls.TLSSocket>
+      const raw = typeof socket.getPeerCertificate === "function" ? socket.getPeerCertificate(true)?.raw : undefined
+      const fingerprint = raw === undefined ? Option.none<string>() : TlsIdentity.fingerprint(raw)
+      const identity = Option.isNone(fingerprint)
+        ? Option.none<Identity>()
+        : yield* authenticator.resolveFingerprint(fingerprint.value)
+      return { identity, remote }
+    })
+
+    const declaredErrors = (name: string) => source.lookup(Operation.normalizeName(name))?.spec.errors
+
+    const errorResponse = (error: CallError.CallError, caller: Caller, operation: string | undefined, requestId?: string) => {
+      const status = statusOf(error, caller.identity, operation === undefined ? undefined : declaredErrors(operation))
+      const headers = errorHeaders(error, status)
+      if (requestId !== undefined) headers["x-request-id"] = requestId
+      return jsonResponse(error.toPayload(), status, headers)
+    }
+
+    const timeoutOf = (requested: number | undefined, max: number) =>
+      requested === undefined ? undefined : Duration.millis(Math.min(requested, max))
+
+    /** One query or mutation, through the same dispatch as the wire. */
+    const callOne = (caller: Caller, request: CallRequest, requestId: string): Effect.Effect<unknown, CallError.CallError> =>
+      Effect.flatMap(limits, (l) => {
+        const release = acquire(caller, l.maxInFlightPerCaller)
+        if (release === undefined) {
+          return Effect.fail(CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`))
+        }
+        return dispatcher.prepare({
+          requestId,
+          operation: request.operation,
+          input: request.input,
+          identity: caller.identity,
+          forwardedFor: Option.none(),
+          timeout: timeoutOf(request.timeoutMs, l.maxCallTimeoutMs)
+        }, "unary").pipe(
+          Effect.flatMap((prepared) => prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")),
+          Effect.ensuring(Effect.sync(release))
+        )
+      })
+
+    const okBody = (requestId: string, output: unknown) => ({ request_id: requestId, result: "ok", output })
+
+    const respondCall = (caller: Caller, request: CallRequest) => {
+      const requestId = crypto.randomUUID()
+      return callOne(caller, request, requestId).pipe(
+        Effect.map((output) => jsonResponse(okBody(requestId, output), 200, { ...jsonHeaders, "x-request-id": requestId })),
+        Effect.catchAll((error) => Effect.succeed(errorResponse(error, caller, request.operation, requestId)))
+      )
+    }
+
+    const sseEvent = (event: string | undefined, data: string) =>
+      event === undefined ? `data: ${data}\n\n` : `event: ${event}\ndata: ${data}\n\n`
+
+    const respondSubscribe = (caller: Caller, request: CallRequest) =>
+      Effect.gen(function*() {
+        const l = yield* limits
+        const requestId = crypto.randomUUID()
+        const release = acquire(caller, l.maxInFlightPerCaller)
+        if (release === undefined) {
+          const error = CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`)
+          return errorResponse(error, caller, request.operation, requestId)
+        }
+        // Released when the request's scope closes: after the last event is written, or when the client went away.
+        yield* Effect.addFinalizer(() => Effect.sync(release))
+        // Anonymous subscriptions end at the operator's deadline, as on the wire.
+        const timeout = timeoutOf(request.timeoutMs, l.maxCallTimeoutMs) ??
+          (Option.isNone(caller.identity) ? Duration.millis(l.anonymousSubscriptionTimeoutMs) : undefined)
+        const prepared = yield* Effect.either(dispatcher.prepare({
+          requestId,
+          operation: request.operation,
+          input: request.input,
+          identity: caller.identity,
+          forwardedFor: Option.none(),
+          timeout
+        }, "streaming"))
+        if (prepared._tag === "Left" || prepared.right._tag !== "Streaming") {
+          return prepared._tag === "Left"
+            ? errorResponse(prepared.left, caller, request.operation, requestId)
+            : errorResponse(CallError.internal("internal error"), caller, undefined, requestId)
+        }
+        const body = prepared.right.run.pipe(
+          Stream.mapChunks((items) => {
+            let text = ""
+            for (const item of items) {
+              const json = stringify(item)
+              if (json === undefined) {
+                return Chunk.of(
+                  encoder.encode(text + sseEvent("error", JSON.stringify(CallError.internal("internal error").toPayload())))
+                )
+              }
+              text += sseEvent(undefined, json)
+            }
+            return Chunk.of(encoder.encode(text))
+          }),
+          Stream.concat(Stream.succeed(encoder.encode(sseEvent("completed", "{}")))),
+          Stream.catchAll((error) => Stream.succeed(encoder.encode(sseEvent("error", JSON.stringify(error.toPayload())))))
+        )
+        return HttpServerResponse.stream(body, {
+          contentType: "text/event-stream",
+          headers: { "cache-control": "no-store", "x-accel-buffering": "no", "x-request-id": requestId }
+        })
+      })
+
+    /** Run a route with the caller resolved and the gateway's refusals answered. */
+    const route = <R>(
+      handle: (caller: Caller, incoming: Http.IncomingMessage) => Effect.Effect<HttpServerResponse.HttpServerResponse, Refusal, R>
+    ) =>
+      Effect.gen(function*() {
+        const caller = yield* resolveCaller
+        return yield* handle(caller, yield* incomingOf)
+      }).pipe(Effect.catchTag("Refusal", (refusal) => Effect.succeed(refusalResponse(refusal))))
+
+    const badRequest = (message: string) => new Refusal({ status: 400, code: "BAD_REQUEST", message })
+
+    /** The call request of `POST /call` (envelope) or `POST /call/NAME` (the body is the input). */
+    const callRequest = (prefix: string) => (incoming: Http.IncomingMessage) =>
+      Effect.gen(function*() {
+        const path = new URL(incoming.url ?? "/", "http://gateway").pathname
+        if (path === prefix) {
+          const parsed = parseCallRequest(yield* readJson(incoming, maxBodyBytes, maxBodyDepth), "request body")
+          return typeof parsed === "string" ? yield* badRequest(parsed) : parsed
+        }
+        let name: string
+        try {
+          name = decodeURIComponent(path.slice(prefix.length + 1))
+        } catch {
+          return yield* badRequest("the operation name in the path is not valid percent-encoding")
+        }
+        const input = yield* readJson(incoming, maxBodyBytes, maxBodyDepth, null)
+        const timeoutMs = Number(new URL(incoming.url ?? "/", "http://gateway").searchParams.get("timeout_ms") ?? NaN)
+        return { operation: name, input, timeoutMs: Number.isFinite(timeoutMs) && timeoutMs >= 0 ? timeoutMs : undefined }
+      })
+
+    const searchParam = (incoming: Http.IncomingMessage, name: string) =>
+      new URL(incoming.url ?? "/", "http://gateway").searchParams.get(name)
+
+    const callRoute = route((caller, incoming) => Effect.flatMap(callRequest("/call")(incoming), (r) => respondCall(caller, r)))
+    const subscribeRoute = route((caller, incoming) =>
+      Effect.flatMap(callRequest("/subscribe")(incoming), (r) => respondSubscribe(caller, r))
+    )
+
+    const router = HttpRouter.empty.pipe(
+      HttpRouter.get("/healthz", Effect.succeed(jsonResponse({ status: "ok" }, 200))),
+      HttpRouter.post("/call", callRoute),
+      HttpRouter.post("/call/*", callRoute),
+      HttpRouter.post("/subscribe", subscribeRoute),
+      HttpRouter.post("/subscribe/*", subscribeRoute),
+      HttpRouter.post(
+        "/batch",
+        route((caller, incoming) =>
+          Effect.gen(function*() {
+            const body = yield* readJson(incoming, maxBodyBytes, maxBodyDepth)
+            if (!Array.isArray(body)) return yield* badRequest(`request body must be a JSON array of {"operation", "input"}`)
+            if (body.length > maxBatch) return yield* badRequest(`a batch has at most ${maxBatch} calls, this one ${body.length}`)
+            const requests: Array<CallRequest> = []
+            for (let i = 0; i < body.length; i++) {
+              const parsed = parseCallRequest(body[i], `batch item ${i}`)
+              if (typeof parsed === "string") return yield* badRequest(parsed)
+              requests.push(parsed)
+            }
+            const results = yield* Effect.forEach(requests, (request) => {
+              const requestId = crypto.randomUUID()
+              return callOne(caller, request, requestId).pipe(
+                Effect.match({
+                  onSuccess: (output) => okBody(requestId, output),
+                  onFailure: (error) => ({
+                    request_id: requestId,
+                    result: "error",
+                    status: statusOf(error, caller.identity, declaredErrors(request.operation)),
+                    error: error.toPayload()
+                  })
+                })
+              )
+            }, { concurrency: 16 })
+            return jsonResponse({ results }, 200)
+          })
+        )
+      ),
+      HttpRouter.get(
+        "/search",
+        route((caller, incoming) =>
+          Effect.sync(() => {
+            const query = (searchParam(incoming, "query") ?? "").toLowerCase()
+            const operations = []
+            for (const registration of source.list()) {
+              const { accessControl, description, name, opType, visibility } = registration.spec
+              if (visibility !== "external" || Operation.check(accessControl, caller.identity) !== undefined) continue
+              if (query !== "" && !name.toLowerCase().includes(query) && !(description ?? "").toLowerCase().includes(query)) {
+                continue
+              }
+              operations.push({ name, description: description ?? null, type: opType })
+            }
+            return jsonResponse({ operations }, 200)
+          })
+        )
+      ),
+      HttpRouter.get(
+        "/schema",
+        route((caller, incoming) => {
+          const name = searchParam(incoming, "name")
+          const request: CallRequest = { operation: "services/schema", input: name === null ? {} : { name }, timeoutMs: undefined }
+          return callOne(caller, request, crypto.randomUUID()).pipe(
+            Effect.map((spec) => jsonResponse(spec, 200)),
+            Effect.catchAll((error) => Effect.succeed(errorResponse(error, caller, request.operation)))
+          )
+        })
+      ),
+      HttpRouter.get(
+        "/openapi.json",
+        route((caller) =>
+          Effect.sync(() =>
+            jsonResponse(
+              ToOpenApi.document(source, {
+                identity: caller.identity,
+                ...(options.title === undefined ? {} : { title: options.title }),
+                ...(options.version === undefined ? {} : { version: options.version })
+              }),
+              200
+            )
+          )
+        )
+      )
+    )
+
+    const app = router.pipe(
+      Effect.catchTag("RouteNotFound", () =>
+        Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
+          refusalResponse(
+            new Refusal({
+              status: 404,
+              code: "NOT_FOUND",
+              message: `no such endpoint: ${request.method} ${CallError.echo(new URL(request.url, "http://gateway").pathname)}`
+            })
+          )))
+    )
+
+    // Every request fiber joins the gateway's set, so closing the scope interrupts what is still running.
+    const fibers = yield* FiberSet.make<any, any>()
+    const tracked: typeof app = Effect.withFiberRuntime((fiber) => {
+      FiberSet.unsafeAdd(fibers, fiber)
+      return app
+    })
+    const handler = yield* NodeHttpServer.makeHandler(tracked)
+    return { handler }
+  })
