@@ -56,6 +56,7 @@ import * as Vault from "../services/Vault.js"
 import type { Config, OutboundPeer } from "../schema/Config.js"
 import { ADMIN_SCOPE, Identity, isAdmin } from "../schema/Identity.js"
 import * as ConfigFile from "./ConfigFile.js"
+import * as Gateway from "./http/Gateway.js"
 import * as NodeHome from "./NodeHome.js"
 import * as Quic from "./quic/Lazy.js"
 import * as SqliteStore from "./sqlite/SqliteStore.js"
@@ -117,6 +118,18 @@ export interface WebSocketOptions {
   readonly port: number
   /** Serve `wss://` with the node's TLS identity (default true); false serves plain `ws://`. */
   readonly tls?: boolean
+  /**
+   * Also serve the HTTP gateway (call over HTTP, subscribe over SSE, `/openapi.json`; `layers/http/Gateway`) on this
+   * listener's port: `true`, or its limits.
+   */
+  readonly gateway?: boolean | GatewayOptions
+}
+
+/** The HTTP gateway's limits (defaults: 1 MiB bodies, 30 s per call, 64 calls per batch). */
+export interface GatewayOptions {
+  readonly maxBodyBytes?: number
+  readonly timeout?: Duration.DurationInput
+  readonly maxBatch?: number
 }
 
 export interface Options {
@@ -293,11 +306,24 @@ export const make = (
 
     if (options.webSocket !== undefined) {
       const secure = options.webSocket.tls ?? true
+      const gatewayOptions = options.webSocket.gateway
+      const gateway = gatewayOptions === undefined || gatewayOptions === false ? undefined : yield* Gateway.make({
+        ...(gatewayOptions === true ? {} : gatewayOptions),
+        source: served,
+        extendEnv: graph.extendEnv,
+        authenticator,
+        admit: (remote) => limiter.checkAddress(remote.host),
+        onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
+        ...(serve.limits === undefined ? {} : { limits: serve.limits }),
+        title: `alknet node ${credentials.fingerprint}`,
+        version: VERSION
+      })
       const listener = yield* WebSocket.listen({
         host: options.webSocket.host,
         port: options.webSocket.port,
         ...(secure ? { identity } : {}),
         onConnection: CallProtocol.webSocketHandler(serve),
+        ...(gateway === undefined ? {} : { onRequest: gateway.handler }),
         admitUpgrade: (remote) =>
           Effect.mapError(limiter.checkAddress(remote.host), (blocked) => ({
             status: 429,

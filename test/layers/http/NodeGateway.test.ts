@@ -1,0 +1,108 @@
+/**
+ * The gateway inside a node (`Node.layerMemory` with `webSocket.gateway`): the same port serves HTTP and the
+ * call-protocol WebSocket; bearer tokens are the node's API keys; over https a client certificate is resolved like a
+ * QUIC peer's; failed tokens count towards the address's cooldown (then 429).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Redacted, Schema } from "effect"
+import * as Https from "node:https"
+import * as Node from "../../../src/layers/Node.js"
+import * as CallClient from "../../../src/services/CallClient.js"
+import * as IdentityStore from "../../../src/services/IdentityStore.js"
+import * as Operation from "../../../src/services/Operation.js"
+import * as Tls from "../../../src/services/Tls.js"
+
+const hello = Operation.query({
+  name: "demo/hello",
+  input: Schema.Struct({ name: Schema.String }),
+  output: Schema.String,
+  access: { requiredScopes: ["demo"] },
+  handler: ({ name }) => Effect.succeed(`hello, ${name}`)
+})
+
+const httpOf = (wsUrl: string) => wsUrl.replace(/^ws/, "http")
+
+const post = (url: string, body: unknown, token?: string) =>
+  Effect.promise(async () => {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+      body: JSON.stringify(body)
+    })
+    return { status: response.status, body: await response.json() as any }
+  })
+
+/** An https request that does not CA-check the node's self-signed certificate, optionally with a client certificate. */
+const httpsPost = (url: string, body: unknown, client?: Tls.TlsCredentials, token?: string) =>
+  Effect.async<{ status: number; headers: Record<string, unknown>; body: any }>((resume) => {
+    const req = Https.request(url, {
+      method: "POST",
+      rejectUnauthorized: false,
+      headers: { "content-type": "application/json", ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+      ...(client === undefined ? {} : { cert: client.certificatePem, key: Redacted.value(client.privateKeyPem) })
+    }, (res) => {
+      let text = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (text += chunk))
+      res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(text) })))
+    })
+    req.on("error", (error) => resume(Effect.die(error)))
+    req.end(JSON.stringify(body))
+  })
+
+describe("Node with the HTTP gateway", () => {
+  it.live("one port: HTTP calls with the node's API keys, and the call protocol over WebSocket", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      const ws = node.transports.find((t) => t.kind === "ws")!.address
+      const url = httpOf(ws)
+      const store = yield* IdentityStore.IdentityStore
+      const key = yield* store.createApiKey({ scopes: ["demo"] })
+      const token = Redacted.value(key.token)
+
+      expect(yield* post(`${url}/call`, { operation: "node/whoami" })).toMatchObject({ status: 200, body: { output: { identity: null } } })
+      const whoami = yield* post(`${url}/call`, { operation: "node/whoami" }, token)
+      expect(whoami.body.output.identity).toMatchObject({ id: key.entry.prefix, scopes: ["demo"] })
+      expect(yield* post(`${url}/call/demo/hello`, { name: "web" })).toMatchObject({ status: 401 })
+      expect(yield* post(`${url}/call/demo/hello`, { name: "web" }, token)).toMatchObject({ status: 200, body: { output: "hello, web" } })
+      // The document lists what the caller may call.
+      const doc = yield* Effect.promise(() => fetch(`${url}/openapi.json`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as any))
+      expect(Object.keys(doc.paths)).toContain("/call/demo/hello")
+
+      // The same port still speaks the call protocol over WebSocket.
+      const client = yield* CallClient.connect(ws, { token: key.token })
+      expect(yield* client.call("demo/hello", { name: "ws" })).toBe("hello, ws")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Node.layerMemory({ operations: [hello], webSocket: { host: "127.0.0.1", port: 0, tls: false, gateway: true } }))
+    ))
+
+  it.live("over https a client certificate is the caller, like a QUIC peer; bad tokens lead to 429", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      const url = httpOf(node.transports.find((t) => t.kind === "wss")!.address)
+      const seed = new Uint8Array(32).fill(9)
+      const client = yield* Tls.load(Tls.RawKey(seed))
+      const store = yield* IdentityStore.IdentityStore
+      yield* store.putPeer({ peer_id: "alice", fingerprints: [client.fingerprint], scopes: ["demo"], resources: {}, enabled: true })
+
+      expect(yield* httpsPost(`${url}/call/demo/hello`, { name: "anon" })).toMatchObject({ status: 401 })
+      expect(yield* httpsPost(`${url}/call/demo/hello`, { name: "alice" }, client)).toMatchObject({ status: 200, body: { output: "hello, alice" } })
+
+      // Three unknown tokens from 127.0.0.1 (max_auth_failures_per_ip = 3): the address cools down, for every client.
+      for (let i = 0; i < 3; i++) {
+        // An unknown token is anonymous: the call is answered, and the failure counted.
+        expect(yield* httpsPost(`${url}/call`, { operation: "node/ping" }, undefined, `alk_guess-${i}`)).toMatchObject({ status: 200 })
+      }
+      const refused = yield* httpsPost(`${url}/call/demo/hello`, { name: "alice" }, client)
+      expect(refused).toMatchObject({ status: 429, body: { code: "TOO_MANY_REQUESTS" } })
+      expect(Number(refused.headers["retry-after"])).toBeGreaterThan(590)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Node.layerMemory({
+        operations: [hello],
+        webSocket: { host: "127.0.0.1", port: 0, gateway: { maxBodyBytes: 4096 } },
+        config: { rate_limits: { max_auth_failures_per_ip: 3, auth_failure_window_ms: 600_000, auth_block_ms: 600_000 } }
+      }))
+    ))
+})
