@@ -17,7 +17,7 @@ import * as NodeHome from "../layers/NodeHome.js"
 import * as Shutdown from "./shutdown.js"
 import type { ListenAddress } from "../schema/Config.js"
 import * as Demo from "./demo.js"
-import { CliError, signalEndsNormally } from "./errors.js"
+import { CliError, signalEndsNormally, usage } from "./errors.js"
 import * as Home from "./home.js"
 import { initHome } from "./init.js"
 import * as Io from "./io.js"
@@ -38,6 +38,12 @@ const wsListen = Options.text("ws-listen").pipe(
 )
 const wsPlain = Options.boolean("ws-plain").pipe(
   Options.withDescription("serve plain ws:// instead of wss:// (behind a TLS-terminating proxy)")
+)
+const http = Options.boolean("http").pipe(
+  Options.withDescription(
+    "also serve the HTTP gateway on the --ws-listen port: POST /call, /batch, /subscribe (SSE), GET /search, /schema, " +
+      "/openapi.json, /healthz"
+  )
 )
 const demo = Options.boolean("demo").pipe(
   Options.withDescription("also serve the demo operations (demo/echo, demo/secret, demo/slow, demo/ticks)")
@@ -144,12 +150,13 @@ const readDrainTimeout = async (home: string): Promise<number> => {
 
 export const command = Command.make(
   "node",
-  { home: Shared.home, listen, wsListen, wsPlain, demo, init, connect: Outbound.connectOption },
+  { home: Shared.home, listen, wsListen, wsPlain, http, demo, init, connect: Outbound.connectOption },
   (o) =>
     Effect.gen(function*() {
       const home = path.resolve(o.home)
       const listenAt = Option.isSome(o.listen) ? yield* Shared.parseListen("--listen", o.listen.value) : undefined
       const wsAt = Option.isSome(o.wsListen) ? yield* Shared.parseListen("--ws-listen", o.wsListen.value) : undefined
+      if (o.http && wsAt === undefined) return yield* usage("--http serves the gateway on the WebSocket port: it needs --ws-listen")
       const connect = yield* Effect.forEach(o.connect, (target) => Outbound.parseTarget("--connect", target))
       if (o.init) {
         const found = yield* Effect.promise(() => fs.access(NodeHome.configPath(home)).then(() => true, () => false))
@@ -164,7 +171,7 @@ export const command = Command.make(
       const layer = Node.layer({
         home,
         ...(listenAt === undefined ? {} : { listen: listenAt }),
-        ...(wsAt === undefined ? {} : { webSocket: { ...wsAt, tls: !o.wsPlain } }),
+        ...(wsAt === undefined ? {} : { webSocket: { ...wsAt, tls: !o.wsPlain, gateway: o.http } }),
         ...(connect.length === 0 ? {} : { connect }),
         ...(o.demo ? { operations: Demo.operations((line) => Io.err(`demo: ${line}`)) } : {}),
         ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})

@@ -32,7 +32,10 @@
  */
 import type * as Http from "node:http"
 import type * as Tls from "node:tls"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+// By module, not through the package index (which loads every platform module: the CLI's start-up cost).
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Chunk, Data, Duration, Effect, FiberSet, Option, Redacted, Stream } from "effect"
