@@ -15,7 +15,8 @@ import * as Quic from "../src/layers/quic/Quic.js"
 import * as WebSocket from "../src/layers/ws/WebSocket.js"
 import * as Composite from "../src/peer/Composite.js"
 import * as Peer from "../src/peer/Peer.js"
-import * as CallClient from "../src/services/CallClient.js"
+import * as Dialers from "../src/layers/Dialers.js"
+import * as CallClient from "../src/layers/Client.js"
 import * as CallProtocol from "../src/services/CallProtocol.js"
 import * as Operation from "../src/services/Operation.js"
 import * as OperationRegistry from "../src/services/OperationRegistry.js"
@@ -159,7 +160,7 @@ const main = Effect.gen(function*() {
   const rows: Array<Array<string>> = []
   for (const net of nets) {
     yield* log(`${net.name}…`)
-    const s = yield* run(net)
+    const s = yield* run(net).pipe(Effect.provide(Dialers.layer))
     const stat = (name: string) => {
       const xs = sorted(s[name]!)
       return { p50: pct(xs, 0.5), p99: pct(xs, 0.99) }

@@ -13,6 +13,7 @@ import type { Duration } from "effect"
 import { pathToFileURL } from "node:url"
 import {
   CallProtocol,
+  Dialers,
   Identity,
   IdentityProvider,
   Operation,
@@ -155,7 +156,7 @@ export const main: Effect.Effect<ReadonlyArray<string>, unknown> = Effect.scoped
   yield* say(`worker-b stopped: fleet/exec on worker-b -> ${away.code} "${away.message}"`)
   yield* say(`fleet/exec on any worker -> ${JSON.stringify(yield* exec("exec"))}`)
   return lines
-}))
+})).pipe(Effect.provide(Dialers.layer))
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   Effect.runPromise(main).then(

@@ -168,7 +168,7 @@ export const command = Command.make(
       const mnemonic = yield* Home.mnemonicFromStdin(home)
       // The node (QUIC and all) loads only for this command.
       const Node = yield* Effect.promise(() => import("../layers/Node.js"))
-      const layer = Node.layer({
+      const layer = Node.layerHome({
         home,
         ...(listenAt === undefined ? {} : { listen: listenAt }),
         ...(wsAt === undefined ? {} : { webSocket: { ...wsAt, tls: !o.wsPlain, gateway: o.http } }),

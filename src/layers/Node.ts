@@ -1,15 +1,32 @@
 /**
- * The composition root: a node as Layers (SPEC §2).
+ * The composition root: a node is a service graph (SPEC §2), assembled from Layers.
  *
- * - `Node.layer({ home })`: the production node. The vault is unlocked from the home's mnemonic, the identity key is
- *   derived at `m/74'/0'/0'/0'`, peers / API keys / credentials live in SQLite in the home (the embedded default),
- *   and the home's config file is watched for dynamic changes. It listens on QUIC (`alknet/call`) and, optionally,
- *   WebSocket.
- * - `Node.layerMemory(...)`: the same node with in-memory stores and a static config, for tests and for embedding in
- *   a larger Effect program. Both run the same `make`.
+ * `Node.layer(options?)` provides `Node` and reads every concern from context:
  *
- * Who is calling is resolved from the store first, then from the config file's `peers` / `api_keys`; both change
- * while the node runs. Rate limits come from the live config: `max_connections_per_ip` gates each connection,
+ * | required | what it is | layers |
+ * |---|---|---|
+ * | `Vault` (unlocked) | the node key (TLS identity), decrypts outbound tokens | `Vault.layer` + an unlock |
+ * | `NodeConfig` | static + live config | `NodeConfig.layerStatic`, `ConfigFile.layerConfig` |
+ * | `IdentityProvider` | who is calling | `Node.layerIdentity` (store, then config), `IdentityStore.layerMemory`, your own |
+ * | `CredentialStore` | outbound peers' tokens | `CredentialStore.layerMemory`, `SqliteStore.layer` |
+ * | `OperationRegistry` | the user's operations | `Node.layerOperations(ops)`, `OperationRegistry.layer` |
+ * | `RateLimiter` | per-address limits | `RateLimit.layer` |
+ * | `CallClient.Dialer` | how outbound peers are dialed | `Dialers.layer` (QUIC + WebSocket), `layerQuic`, `layerWebSocket` |
+ *
+ * Listeners are layers on top of a node: `Node.layerQuic(...)`, `Node.layerWebSocket(...)` (each requires `Node`);
+ * a node without one only dials out. An HTTP gateway can serve the call protocol the same way (`node.serve`).
+ *
+ * Ready-made bundles are compositions of those public layers:
+ * - `Node.layerHome({ home })`: the production node. The vault is unlocked from the home's mnemonic, the identity
+ *   key is derived at `m/74'/0'/0'/0'`, peers / API keys / credentials live in SQLite in the home, and the home's
+ *   config file is watched for dynamic changes. It listens on QUIC (`alknet/call`) and, optionally, WebSocket.
+ * - `Node.layerMemory(...)`: the same node with in-memory stores and a static config, for tests and for embedding
+ *   in a larger Effect program.
+ * Replace one piece by building your own composition (see `layerWith`).
+ *
+ * Who is calling is resolved by the `IdentityProvider` (in the bundles: the store first, then the config's `peers` /
+ * `api_keys`; both change while the node runs); the node's own key is always an admin. Rate limits come from the
+ * live config: `max_connections_per_ip` gates each connection,
  * `max_auth_attempts` closes a connection after that many bad tokens, and an address with
  * `max_auth_failures_per_ip` failed authentications (bad upgrade bearer tokens, bad `auth_token`s) within
  * `auth_failure_window_ms` is refused for `auth_block_ms`: QUIC connections are closed at admission, WebSocket
@@ -39,6 +56,7 @@ import * as Discovery from "../call/Discovery.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as Composite from "../peer/Composite.js"
 import * as Outbound from "../peer/Outbound.js"
+import type * as CallClient from "../services/CallClient.js"
 import * as CallProtocol from "../services/CallProtocol.js"
 import * as CredentialStore from "../services/CredentialStore.js"
 import type { Address } from "../services/Endpoint.js"
@@ -55,6 +73,7 @@ import * as Tls from "../services/Tls.js"
 import * as Vault from "../services/Vault.js"
 import type { Config, OutboundPeer } from "../schema/Config.js"
 import { ADMIN_SCOPE, Identity, isAdmin } from "../schema/Identity.js"
+import * as Client from "./Client.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./http/Gateway.js"
 import * as NodeHome from "./NodeHome.js"
@@ -104,13 +123,19 @@ export class Node extends Context.Tag("alknet/Node")<Node, {
   readonly id: string
   /** The node's TLS fingerprint, as peers see it. */
   readonly fingerprint: string
-  /** Where it listens, QUIC first. */
+  /** Where it listens, QUIC first (filled in by the listener layers; empty for a node that only dials out). */
   readonly transports: ReadonlyArray<Transport>
   /** The operations it serves (built-ins, discovery, the user's, and peers' exported ones). */
   readonly source: OperationSource
   /** Its peer graph. */
   readonly graph: PeerCompositeEnv.Service
   readonly info: Effect.Effect<NodeInfo>
+  /** How the node serves the call protocol on an accepted connection: what a listener hands `CallProtocol`. */
+  readonly serve: CallProtocol.ServeOptions
+  /** The node's TLS identity, which its listeners serve with. */
+  readonly tls: Tls.TlsIdentity
+  /** A listener announces where it listens, for the life of its scope (`transports`, `node/info`). */
+  readonly addTransport: (transport: Transport) => Effect.Effect<void, never, Scope.Scope>
 }>() {}
 
 export interface WebSocketOptions {
@@ -132,15 +157,20 @@ export interface GatewayOptions {
   readonly maxBatch?: number
 }
 
-export interface Options {
+/** What `Node.layer` takes beside its services. */
+export interface CoreOptions {
+  /** Outbound peers besides the config's `outbound` (e.g. `alknet node --connect`), for the node's life. */
+  readonly connect?: ReadonlyArray<OutboundPeer>
+}
+
+/** What the bundles (`layerMemory`, `layerHome`, `layerWith`) take. */
+export interface Options extends CoreOptions {
   /** The user's operations, served beside the built-ins. */
   readonly operations?: ReadonlyArray<HandlerRegistration>
-  /** Listen here instead of the config's `listen`. */
+  /** Listen on QUIC here instead of the config's `listen`. */
   readonly listen?: Address
   /** Also serve the call protocol over WebSocket. */
   readonly webSocket?: WebSocketOptions
-  /** Outbound peers besides the config's `outbound` (e.g. `alknet node --connect`), for the node's life. */
-  readonly connect?: ReadonlyArray<OutboundPeer>
 }
 
 const hostForUrl = (host: string) => (host.includes(":") ? `[${host}]` : host)
@@ -230,25 +260,52 @@ export const tlsIdentityOf = (tls: Config["tls"]): Effect.Effect<Tls.TlsIdentity
 
 const tlsIdentity = Effect.flatMap(NodeConfig, (config) => tlsIdentityOf(config.static.tls))
 
+/** What `Node.make` / `Node.layer` read from context. */
+export type Services =
+  | Vault.Vault
+  | NodeConfig
+  | IdentityProvider.IdentityProvider
+  | CredentialStore.CredentialStore
+  | OperationRegistry.OperationRegistry
+  | RateLimit.RateLimiter
+  | CallClient.Dialer
+
+const rank = (kind: Transport["kind"]) => (kind === "quic" ? 0 : 1)
+
+/** The built-ins in front of the user's registry; a user operation may not take a built-in's name. */
+const withBuiltins = (
+  builtin: ReadonlyArray<HandlerRegistration>,
+  registry: OperationRegistry.OperationRegistry["Type"]
+): Effect.Effect<OperationSource, NodeError> => {
+  const own = OperationRegistry.sourceOf(builtin)
+  for (const { spec } of registry.registrations) {
+    if (own.lookup(spec.name) !== undefined) {
+      return Effect.fail(new NodeError({ reason: "Registry", message: `operation ${spec.name} is registered twice` }))
+    }
+  }
+  const list = [...builtin, ...registry.registrations]
+  return Effect.succeed({
+    lookup: (name) => own.lookup(name) ?? registry.source.lookup(name),
+    list: () => list
+  })
+}
+
 /**
- * Start a node from the services in context: an unlocked `Vault`, `NodeConfig` and the `IdentityStore`. It serves until the scope closes, then drains (the config's `drain_timeout_ms`).
+ * Start a node from the services in context (`Services`). It serves nothing until a listener layer (`layerQuic`,
+ * `layerWebSocket`) serves it; it dials its outbound peers through the `Dialer`. When the scope closes its links close
+ * and its graph is dropped (listeners built on it have drained by then).
  */
 export const make = (
-  options: Options = {}
-): Effect.Effect<
-  Node["Type"],
-  NodeError,
-  Scope.Scope | Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore
-> =>
+  options: CoreOptions = {}
+): Effect.Effect<Node["Type"], NodeError, Scope.Scope | Services> =>
   Effect.gen(function*() {
     const config = yield* NodeConfig
-    const store = yield* IdentityStore.IdentityStore
-    const fromConfig = yield* Effect.provide(IdentityProvider.IdentityProvider, ConfigFile.layerIdentity)
-    const limiter = yield* RateLimit.make
+    const provider = yield* IdentityProvider.IdentityProvider
+    const registry = yield* OperationRegistry.OperationRegistry
+    const limiter = yield* RateLimit.RateLimiter
     const identity = yield* tlsIdentity
     const credentials = yield* Effect.mapError(Tls.load(identity), fail("Identity"))
     const startedAt = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-    const drainTimeout = Duration.millis(config.static.drain_timeout_ms)
     const transports: Array<Transport> = []
     let outbound: Outbound.Service | undefined
 
@@ -259,17 +316,15 @@ export const make = (
         fingerprint: credentials.fingerprint,
         version: VERSION,
         uptime_ms: now - startedAt,
-        transports,
+        transports: [...transports],
         peers: outbound?.peers() ?? []
       })
     )
-    const registry = yield* OperationRegistry.make([...builtins(info), ...(options.operations ?? [])]).pipe(
-      Effect.mapError(fail("Registry"))
-    )
-    const graph = yield* Composite.make(registry.source, { listPeers: config.static.list_peers })
+    const base = yield* withBuiltins(builtins(info), registry)
+    const graph = yield* Composite.make(base, { listPeers: config.static.list_peers })
     // Discovery describes what is served: the node's own operations and the peers' exported ones.
     const served = Discovery.withDiscovery(graph.source)
-    const authenticator = withOwner(credentials.fingerprint, firstOf(store, fromConfig))
+    const authenticator = withOwner(credentials.fingerprint, provider)
     const maxAuthAttempts = Effect.map(config.dynamic, (d) => d.rate_limits.max_auth_attempts)
     const serve: CallProtocol.ServeOptions = {
       source: served,
@@ -294,47 +349,6 @@ export const make = (
       onAuthFailure: (connection) => limiter.recordAuthFailure(connection.remoteAddress.host)
     }
 
-    const listen = options.listen ?? config.static.listen
-    const endpoint = yield* Quic.makeEndpoint({
-      host: listen.host,
-      port: listen.port,
-      identity,
-      handlers: { [CallProtocol.ALPN]: CallProtocol.handler(serve) },
-      drainTimeout
-    }).pipe(Effect.mapError(fail("Listen")))
-    transports.push({ kind: "quic", address: `quic://${hostForUrl(endpoint.address.host)}:${endpoint.address.port}` })
-
-    if (options.webSocket !== undefined) {
-      const secure = options.webSocket.tls ?? true
-      const gatewayOptions = options.webSocket.gateway
-      const gateway = gatewayOptions === undefined || gatewayOptions === false ? undefined : yield* Gateway.make({
-        ...(gatewayOptions === true ? {} : gatewayOptions),
-        source: served,
-        extendEnv: graph.extendEnv,
-        authenticator,
-        admit: (remote) => limiter.checkAddress(remote.host),
-        onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
-        ...(serve.limits === undefined ? {} : { limits: serve.limits }),
-        title: `alknet node ${credentials.fingerprint}`,
-        version: VERSION
-      })
-      const listener = yield* WebSocket.listen({
-        host: options.webSocket.host,
-        port: options.webSocket.port,
-        ...(secure ? { identity } : {}),
-        onConnection: CallProtocol.webSocketHandler(serve),
-        ...(gateway === undefined ? {} : { onRequest: gateway.handler }),
-        admitUpgrade: (remote) =>
-          Effect.mapError(limiter.checkAddress(remote.host), (blocked) => ({
-            status: 429,
-            message: blocked.message,
-            retryAfterMs: blocked.retryAfterMs
-          })),
-        drainTimeout
-      }).pipe(Effect.mapError(fail("Listen")))
-      transports.push({ kind: secure ? "wss" : "ws", address: listener.url })
-    }
-
     outbound = yield* Outbound.make(graph, {
       identity,
       // A peer we connected to is who our providers say its key is, as if it had connected to us.
@@ -350,12 +364,154 @@ export const make = (
       transports,
       source: served,
       graph,
-      info
+      info,
+      serve,
+      tls: identity,
+      addTransport: (transport) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            const at = transports.findIndex((t) => rank(t.kind) > rank(transport.kind))
+            transports.splice(at === -1 ? transports.length : at, 0, transport)
+          }),
+          () =>
+            Effect.sync(() => {
+              const at = transports.indexOf(transport)
+              if (at !== -1) transports.splice(at, 1)
+            })
+        )
     })
   })
 
 // ---------------------------------------------------------------------------------------------------------------
-// Layers
+// Layers: the node, its pieces, its listeners
+
+/** The node over the services in context (`Services`); add listeners with `layerQuic` / `layerWebSocket`. */
+export const layer = (options: CoreOptions = {}): Layer.Layer<Node, NodeError, Services> =>
+  Layer.scoped(Node, make(options))
+
+/** The user's operations as the node's `OperationRegistry` (duplicate or reserved names fail the layer). */
+export const layerOperations = (
+  operations: ReadonlyArray<HandlerRegistration> = []
+): Layer.Layer<OperationRegistry.OperationRegistry, NodeError> =>
+  OperationRegistry.layer(operations).pipe(Layer.mapError(fail("Registry")))
+
+/**
+ * Who is calling, as the bundles resolve it: the `IdentityStore` first (peers and API keys written while the node
+ * runs), then the config's `peers` / `api_keys` (reloaded with the config).
+ */
+export const layerIdentity: Layer.Layer<
+  IdentityProvider.IdentityProvider,
+  never,
+  IdentityStore.IdentityStore | NodeConfig
+> = Layer.effect(
+  IdentityProvider.IdentityProvider,
+  Effect.gen(function*() {
+    const store = yield* IdentityStore.IdentityStore
+    const fromConfig = yield* Effect.provide(IdentityProvider.IdentityProvider, ConfigFile.layerIdentity)
+    return IdentityProvider.IdentityProvider.of(firstOf(store, fromConfig))
+  })
+)
+
+/** Serve the node on QUIC (ALPN `alknet/call`) at `listen` (default: the config's `listen`) for the layer's life. */
+export const layerQuic = (
+  options: { readonly listen?: Address } = {}
+): Layer.Layer<never, NodeError, Node | NodeConfig> =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const node = yield* Node
+    const config = yield* NodeConfig
+    const listen = options.listen ?? config.static.listen
+    const endpoint = yield* Quic.makeEndpoint({
+      host: listen.host,
+      port: listen.port,
+      identity: node.tls,
+      handlers: { [CallProtocol.ALPN]: CallProtocol.handler(node.serve) },
+      drainTimeout: Duration.millis(config.static.drain_timeout_ms)
+    }).pipe(Effect.mapError(fail("Listen")))
+    yield* node.addTransport({
+      kind: "quic",
+      address: `quic://${hostForUrl(endpoint.address.host)}:${endpoint.address.port}`
+    })
+  }))
+
+/**
+ * Serve the node's call protocol over WebSocket (`wss://` with the node's TLS identity unless `tls: false`), and the
+ * HTTP gateway on the same port when `gateway` says so. Upgrades from an address in its auth-failure cooldown are
+ * answered HTTP 429.
+ */
+export const layerWebSocket = (
+  options: WebSocketOptions
+): Layer.Layer<never, NodeError, Node | NodeConfig | RateLimit.RateLimiter> =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const node = yield* Node
+    const config = yield* NodeConfig
+    const limiter = yield* RateLimit.RateLimiter
+    const secure = options.tls ?? true
+    const gatewayOptions = options.gateway
+    const authenticator = node.serve.authenticator
+    const gateway = gatewayOptions === undefined || gatewayOptions === false ? undefined : yield* Gateway.make({
+      ...(gatewayOptions === true ? {} : gatewayOptions),
+      source: node.source,
+      extendEnv: node.graph.extendEnv,
+      ...(authenticator === undefined ? {} : { authenticator }),
+      admit: (remote) => limiter.checkAddress(remote.host),
+      onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
+      ...(node.serve.limits === undefined ? {} : { limits: node.serve.limits }),
+      title: `alknet node ${node.fingerprint}`,
+      version: VERSION
+    })
+    const listener = yield* WebSocket.listen({
+      host: options.host,
+      port: options.port,
+      ...(secure ? { identity: node.tls } : {}),
+      onConnection: CallProtocol.webSocketHandler(node.serve),
+      ...(gateway === undefined ? {} : { onRequest: gateway.handler }),
+      admitUpgrade: (remote) =>
+        Effect.mapError(limiter.checkAddress(remote.host), (blocked) => ({
+          status: 429,
+          message: blocked.message,
+          retryAfterMs: blocked.retryAfterMs
+        })),
+      drainTimeout: Duration.millis(config.static.drain_timeout_ms)
+    }).pipe(Effect.mapError(fail("Listen")))
+    yield* node.addTransport({ kind: secure ? "wss" : "ws", address: listener.url })
+  }))
+
+/** What a bundle provides beside `Node`: the services a program embedding the node may use. */
+export type Provided =
+  | Node
+  | Vault.Vault
+  | NodeConfig
+  | IdentityStore.IdentityStore
+  | IdentityProvider.IdentityProvider
+  | CredentialStore.CredentialStore
+  | OperationRegistry.OperationRegistry
+  | RateLimit.RateLimiter
+  | CallClient.Dialer
+  | CallClient.CallClient
+
+/**
+ * A node with its listeners (`options.listen`: QUIC; `options.webSocket`), its operations, the rate limiter,
+ * `layerIdentity` and both dialers, over the stores, config and vault in context. The bundles are this over a base;
+ * build your own base to replace a store, the config or the vault.
+ */
+export const layerWith = (
+  options: Options = {}
+): Layer.Layer<
+  Node | IdentityProvider.IdentityProvider | OperationRegistry.OperationRegistry | RateLimit.RateLimiter | CallClient.Dialer | CallClient.CallClient,
+  NodeError,
+  Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore
+> => {
+  const quic = layerQuic(options.listen === undefined ? {} : { listen: options.listen })
+  const listeners = options.webSocket === undefined ? quic : Layer.merge(quic, layerWebSocket(options.webSocket))
+  const node = Layer.provideMerge(listeners, layer(options.connect === undefined ? {} : { connect: options.connect }))
+  const parts = Layer.mergeAll(
+    layerOperations(options.operations),
+    RateLimit.layer,
+    layerIdentity,
+    Client.layerDefault
+  )
+  return Layer.provideMerge(node, parts)
+}
 
 export interface HomeOptions extends Options {
   /** The node's home directory (see `NodeHome`). */
@@ -375,34 +531,40 @@ const unlock = (options: HomeOptions) =>
   }).pipe(Effect.mapError(fail("Vault")), Effect.provide(NodeFileSystem.layer))
 
 /** The stores of a home: SQLite in the config's `data_dir`. */
-const homeStores = Layer.unwrapEffect(
+export const layerHomeStores: Layer.Layer<
+  IdentityStore.IdentityStore | IdentityProvider.IdentityProvider | CredentialStore.CredentialStore,
+  NodeError,
+  NodeConfig
+> = Layer.unwrapEffect(
   Effect.map(NodeConfig, (config) =>
     SqliteStore.layer({ filename: NodeHome.databasePath(config.static.data_dir) }).pipe(
       Layer.mapError(fail("Store"))
     ))
 )
 
-type Provided =
-  | Node
-  | Vault.Vault
-  | NodeConfig
-  | IdentityStore.IdentityStore
-  | IdentityProvider.IdentityProvider
-  | CredentialStore.CredentialStore
+/** The config of a home: its config file, watched (requires the home to exist). */
+export const layerHomeConfig = (home: string): Layer.Layer<NodeConfig | ConfigFile.ConfigFile, NodeError> =>
+  ConfigFile.layerConfig(NodeHome.configPath(home)).pipe(
+    Layer.mapError(fail("Config")),
+    Layer.provide(Layer.effectDiscard(Effect.mapError(NodeHome.requireHome(home), fail("Home"))))
+  )
+
+/** The vault of a home, unlocked from its mnemonic file (or `options.mnemonic`). */
+export const layerHomeVault = (options: HomeOptions): Layer.Layer<Vault.Vault, NodeError> =>
+  Layer.effectDiscard(unlock(options)).pipe(
+    Layer.provideMerge(Vault.layer),
+    Layer.provide(Layer.effectDiscard(Effect.mapError(NodeHome.requireHome(options.home), fail("Home"))))
+  )
 
 /**
- * The production node in `options.home`. Provides `Node` and the services a program embedding it may use: the
- * `Vault`, the stores, the live `NodeConfig` and the `ConfigFile` (to reload it, e.g. on SIGHUP).
+ * The production node in `options.home`: `layerWith(options)` over the home's vault, config file and SQLite stores.
+ * Provides `Node` and the services a program embedding it may use: the `Vault`, the stores, the live `NodeConfig`
+ * and the `ConfigFile` (to reload it, e.g. on SIGHUP).
  */
-export const layer = (options: HomeOptions): Layer.Layer<Provided | ConfigFile.ConfigFile, NodeError> => {
-  const home = Layer.effectDiscard(Effect.mapError(NodeHome.requireHome(options.home), fail("Home")))
-  const config = ConfigFile.layerConfig(NodeHome.configPath(options.home)).pipe(
-    Layer.mapError(fail("Config")),
-    Layer.provide(home)
-  )
-  const vault = Layer.effectDiscard(unlock(options)).pipe(Layer.provideMerge(Vault.layer), Layer.provide(home))
-  const base = Layer.mergeAll(vault, Layer.provideMerge(homeStores, config))
-  return Layer.provideMerge(Layer.scoped(Node, make(options)), base)
+export const layerHome = (options: HomeOptions): Layer.Layer<Provided | ConfigFile.ConfigFile, NodeError> => {
+  const config = layerHomeConfig(options.home)
+  const base = Layer.mergeAll(layerHomeVault(options), Layer.provideMerge(layerHomeStores, config))
+  return Layer.provideMerge(layerWith(options), base)
 }
 
 export interface MemoryOptions extends Options {
@@ -412,6 +574,15 @@ export interface MemoryOptions extends Options {
   readonly config?: typeof Config.Encoded
 }
 
+/** A vault unlocked with `mnemonic`, or with a fresh 24-word one. */
+export const layerVault = (mnemonic?: Redacted.Redacted<string>): Layer.Layer<Vault.Vault, NodeError> =>
+  Layer.effectDiscard(
+    Effect.flatMap(Vault.Vault, (vault) =>
+      mnemonic === undefined ? Effect.asVoid(vault.unlockNew(24)) : vault.unlock(mnemonic)).pipe(
+        Effect.mapError(fail("Vault"))
+      )
+  ).pipe(Layer.provideMerge(Vault.layer))
+
 /**
  * A node with in-memory stores and a fixed config: for tests, examples, and embedding. Listens on 127.0.0.1, on any
  * free port unless `listen` says otherwise.
@@ -419,13 +590,7 @@ export interface MemoryOptions extends Options {
 export const layerMemory = (
   options: MemoryOptions = {}
 ): Layer.Layer<Provided, NodeError> => {
-  const vault = Layer.effectDiscard(
-    Effect.flatMap(Vault.Vault, (vault) =>
-      options.mnemonic === undefined ? Effect.asVoid(vault.unlockNew(24)) : vault.unlock(options.mnemonic)).pipe(
-        Effect.mapError(fail("Vault"))
-      )
-  ).pipe(Layer.provideMerge(Vault.layer))
   const config = NodeConfigModule.layerStatic({ listen: "127.0.0.1:0", ...options.config })
-  const base = Layer.mergeAll(vault, config, IdentityStore.layerMemory(), CredentialStore.layerMemory)
-  return Layer.provideMerge(Layer.scoped(Node, make(options)), base)
+  const base = Layer.mergeAll(layerVault(options.mnemonic), config, IdentityStore.layerMemory(), CredentialStore.layerMemory)
+  return Layer.provideMerge(layerWith(options), base)
 }

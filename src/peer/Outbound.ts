@@ -14,7 +14,7 @@ import { Effect, Exit, Option, Redacted, Schema, Scope, Stream } from "effect"
 import type { OutboundPeer } from "../schema/Config.js"
 import { outboundId } from "../schema/Config.js"
 import type { OperationSummary } from "../schema/OperationSpec.js"
-import type * as CallClient from "../services/CallClient.js"
+import * as CallClient from "../services/CallClient.js"
 import type * as CallProtocol from "../services/CallProtocol.js"
 import * as CredentialStore from "../services/CredentialStore.js"
 import type { PeerId, Service as Graph } from "../services/PeerCompositeEnv.js"
@@ -82,10 +82,11 @@ interface Running {
 export const make = (
   graph: Graph,
   options: Options
-): Effect.Effect<Service, never, Scope.Scope | CredentialStore.CredentialStore | Vault.Vault> =>
+): Effect.Effect<Service, never, Scope.Scope | CredentialStore.CredentialStore | Vault.Vault | CallClient.Dialer> =>
   Effect.gen(function*() {
     const store = yield* CredentialStore.CredentialStore
     const vault = yield* Vault.Vault
+    const dialer = yield* CallClient.Dialer
     const running = new Map<PeerId, Running>()
     const lock = yield* Effect.makeSemaphore(1)
 
@@ -117,7 +118,7 @@ export const make = (
             import: importOptions(entry),
             ...(options.authenticator === undefined ? {} : { authenticator: options.authenticator }),
             ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts })
-          }),
+          }).pipe(Effect.provideService(CallClient.Dialer, dialer)),
           scope
         )
         return { entry, key: JSON.stringify(entry), scope, link, error: undefined }

@@ -1,7 +1,8 @@
 /**
  * Peers on the wire (SPEC §9): connections that feed a `PeerCompositeEnv`.
  *
- * - `connect(graph, { peerId, address, … })`: an outbound link to a known peer. It connects, imports the peer's
+ * - `connect(graph, { peerId, address, … })`: an outbound link to a known peer, dialed through the `Dialer` in
+ *   context (QUIC or WebSocket, chosen by layer). It connects, imports the peer's
  *   operations with `from_call` into the peer's overlay (which lives in that connection's scope), serves the graph's
  *   operations back over the same connection, and when the connection drops it reconnects with backoff (an Effect
  *   `Schedule`, reset after each successful connection) and imports again. While it is down, calls routed to the
@@ -72,7 +73,10 @@ export interface Link {
 }
 
 /** Open a reconnecting link to a known peer for the life of the scope. */
-export const connect = (graph: Service, options: ConnectOptions): Effect.Effect<Link, never, Scope.Scope> =>
+export const connect = (
+  graph: Service,
+  options: ConnectOptions
+): Effect.Effect<Link, never, Scope.Scope | CallClient.Dialer> =>
   Effect.gen(function*() {
     let status: LinkStatus = "connecting"
     let connections = 0

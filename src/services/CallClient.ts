@@ -8,19 +8,20 @@
  * bearer token (sent as `auth_token` on every request, and on the WebSocket upgrade), and the remote's expected
  * fingerprint when it is a known peer. The server is verified as SPEC §3 says: a pinned fingerprint must match;
  * without a pin an X.509 certificate must pass CA verification; an unknown Ed25519 self-signed server fails closed.
+ *
+ * The transport is chosen by layer: `connect` dials through the `Dialer` in context (as `RpcClient.Protocol` in
+ * @effect/rpc), which a backend layer provides — `layers/Dialers` (QUIC, WebSocket, or both). This module knows no
+ * backend. `layers/Client` is this module with a `connect` that falls back to both dialers when none is provided.
  */
 import { Context, Effect, Layer, Option } from "effect"
 import type { Duration, Redacted, Scope } from "effect"
 import * as Connection from "../call/Connection.js"
 import type { OperationSource } from "../call/Dispatcher.js"
-import * as StreamTransport from "../call/StreamTransport.js"
 import type { CallTransport } from "../call/Transport.js"
 import * as EndpointError from "../errors/EndpointError.js"
 import { compact } from "../internal/compact.js"
-import * as Quic from "../layers/quic/Lazy.js"
-import * as WebSocket from "../layers/ws/WebSocket.js"
 import type { Identity } from "../schema/Identity.js"
-import { ALPN, identify } from "./CallProtocol.js"
+import { identify } from "./CallProtocol.js"
 import type { Authenticator } from "./CallProtocol.js"
 import type { Address } from "./Endpoint.js"
 import type { TlsIdentity } from "./Tls.js"
@@ -94,46 +95,89 @@ export interface ClientConnection extends Connection.Connection {
   readonly peerFingerprint: Option.Option<string>
 }
 
-/** Open the transport for a parsed address. */
+/** What a dialer needs beside the address: the TLS side of the credentials and the connection's bounds. */
+export interface DialOptions {
+  /** Our TLS identity, presented as the client certificate (default: an ephemeral self-signed one). */
+  readonly identity?: TlsIdentity
+  /** The remote's fingerprint(s) when it is a known peer: pinned. */
+  readonly expectedFingerprint?: string | ReadonlyArray<string>
+  /** PEM CA certificates for an unpinned X.509 server (default: the system's). */
+  readonly ca?: string | ReadonlyArray<string>
+  /** The name an unpinned server's certificate must carry (default: the host). */
+  readonly serverName?: string
+  /** Bearer token (a WebSocket dialer sends it on the upgrade). */
+  readonly token?: Redacted.Redacted<string>
+  /** Give up connecting after this long (default 10 s). */
+  readonly connectTimeout?: Duration.DurationInput
+  /** Largest frame / message, in bytes (default 64 MiB). */
+  readonly maxFrameBytes?: number
+}
+
+/** An opened transport, before the call engine runs on it. */
+export interface Dialed {
+  readonly transport: CallTransport
+  /** The remote's TLS fingerprint (none over plain ws://). */
+  readonly peerFingerprint: Option.Option<string>
+}
+
+/** How a client reaches an address: the transport backends it can dial. Provided by a backend layer. */
+export class Dialer extends Context.Tag("alknet/Dialer")<Dialer, {
+  /** The address schemes this dialer serves. */
+  readonly schemes: ReadonlyArray<ParsedAddress["scheme"]>
+  /** Open a transport to `address` (its scheme is one of `schemes`), verified as SPEC §3 says. */
+  readonly dial: (address: ParsedAddress, options: DialOptions) => Effect.Effect<Dialed, EndpointError.EndpointError, Scope.Scope>
+}>() {}
+
+/** One dialer over several: each address goes to the first that serves its scheme; none → a clear `Config` error. */
+export const combineDialers = (...dialers: ReadonlyArray<Dialer["Type"]>): Dialer["Type"] => {
+  const schemes = [...new Set(dialers.flatMap((d) => d.schemes))]
+  return Dialer.of({
+    schemes,
+    dial: (address, options) => {
+      const dialer = dialers.find((d) => d.schemes.includes(address.scheme))
+      return dialer === undefined
+        ? Effect.fail(EndpointError.make(
+          "Config",
+          `cannot dial ${formatAddress(address)}: this client has no ${address.scheme} transport (it dials ${
+            schemes.length === 0 ? "nothing" : schemes.join(", ")
+          })`
+        ))
+        : dialer.dial(address, options)
+    }
+  })
+}
+
+/** Open the transport for a parsed address through the dialer. */
 const dial = (
+  dialer: Dialer["Type"],
   address: ParsedAddress,
   credentials: Credentials,
   options: ConnectOptions
-): Effect.Effect<{ readonly transport: CallTransport; readonly peerFingerprint: Option.Option<string> }, EndpointError.EndpointError, Scope.Scope> => {
-  const tls = compact({
-    identity: credentials.identity,
-    expectedFingerprint: credentials.expectedFingerprint,
-    ca: credentials.ca,
-    serverName: credentials.serverName,
-    connectTimeout: options.connectTimeout
-  })
-  if (address.scheme === "quic") {
-    return Effect.map(
-      Quic.connect({ host: address.host, port: address.port }, { alpn: ALPN, ...tls }),
-      (connection) => ({
-        transport: StreamTransport.make(connection, compact({ maxFrameBytes: options.maxFrameBytes })),
-        peerFingerprint: connection.peerFingerprint
-      })
-    )
-  }
-  return Effect.map(
-    WebSocket.connect(formatAddress(address), { ...tls, ...compact({ authToken: credentials.token, maxFrameBytes: options.maxFrameBytes }) }),
-    (connected) => ({ transport: connected.transport, peerFingerprint: connected.peerFingerprint })
-  )
-}
+): Effect.Effect<Dialed, EndpointError.EndpointError, Scope.Scope> =>
+  dialer.schemes.includes(address.scheme)
+    ? dialer.dial(address, compact({
+      identity: credentials.identity,
+      expectedFingerprint: credentials.expectedFingerprint,
+      ca: credentials.ca,
+      serverName: credentials.serverName,
+      token: credentials.token,
+      connectTimeout: options.connectTimeout,
+      maxFrameBytes: options.maxFrameBytes
+    }))
+    : combineDialers(dialer).dial(address, {})
 
 /**
- * Connect to `address`. The connection lives until the scope closes or either side closes it; pending calls then fail
- * with INTERNAL "connection closed".
+ * Connect to `address` through the `Dialer` in context. The connection lives until the scope closes or either side
+ * closes it; pending calls then fail with INTERNAL "connection closed".
  */
 export const connect = (
   address: string,
   credentials: Credentials = {},
   options: ConnectOptions = {}
-): Effect.Effect<ClientConnection, EndpointError.EndpointError, Scope.Scope> =>
+): Effect.Effect<ClientConnection, EndpointError.EndpointError, Scope.Scope | Dialer> =>
   Effect.gen(function*() {
     const parsed = yield* parseAddress(address)
-    const { peerFingerprint, transport } = yield* dial(parsed, credentials, options)
+    const { peerFingerprint, transport } = yield* dial(yield* Dialer, parsed, credentials, options)
     const authenticator = options.authenticator
     const identity: Effect.Effect<Option.Option<Identity>> = authenticator === undefined || Option.isNone(peerFingerprint)
       ? Effect.succeed(Option.none())
@@ -154,11 +198,22 @@ export const connect = (
     return { ...connection, address: parsed, remoteAddress: { host: parsed.host, port: parsed.port }, peerFingerprint }
   })
 
-/** The client as a service, for code that takes its dependencies from the context. */
+/** The client as a service, for code that takes its dependencies from the context (its method requires nothing). */
 export class CallClient extends Context.Tag("alknet/CallClient")<CallClient, {
-  /** See `connect`. */
-  readonly connect: typeof connect
+  /** See `connect`: over the dialer the layer was built with. */
+  readonly connect: (
+    address: string,
+    credentials?: Credentials,
+    options?: ConnectOptions
+  ) => Effect.Effect<ClientConnection, EndpointError.EndpointError, Scope.Scope>
 }>() {}
 
-/** `CallClient` over QUIC and WebSocket. */
-export const layer: Layer.Layer<CallClient> = Layer.succeed(CallClient, CallClient.of({ connect }))
+/** `CallClient` over the `Dialer` in context (e.g. `layers/Dialers.layer` for QUIC and WebSocket). */
+export const layer: Layer.Layer<CallClient, never, Dialer> = Layer.effect(
+  CallClient,
+  Effect.map(Dialer, (dialer) =>
+    CallClient.of({
+      connect: (address, credentials, options) =>
+        Effect.provideService(connect(address, credentials, options), Dialer, dialer)
+    }))
+)

@@ -26,7 +26,6 @@ import * as Connection from "../call/Connection.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as StreamTransport from "../call/StreamTransport.js"
 import type { CallTransport } from "../call/Transport.js"
-import type { Accepted as WebSocketAccepted } from "../layers/ws/WebSocket.js"
 import type { Identity } from "../schema/Identity.js"
 import type { Address, ProtocolHandler } from "./Endpoint.js"
 
@@ -232,6 +231,16 @@ export const handler = (options: ServeOptions): ProtocolHandler => (connection) 
     { transport: "quic", remoteAddress: connection.remoteAddress, peerFingerprint: connection.peerFingerprint },
     options
   )
+
+/** A WebSocket connection a listener accepted (what `layers/ws/WebSocket.listen` hands its `onConnection`). */
+export interface WebSocketAccepted {
+  readonly transport: CallTransport
+  readonly remoteAddress: Address
+  /** The client's TLS fingerprint, when it presented a certificate (wss only). */
+  readonly peerFingerprint: Option.Option<string>
+  /** The bearer token of the upgrade request's `Authorization` header. */
+  readonly bearerToken: Option.Option<Redacted.Redacted<string>>
+}
 
 /** The connection handler for a WebSocket listener (`layers/ws/WebSocket.listen`). */
 export const webSocketHandler = (options: ServeOptions) => (accepted: WebSocketAccepted): Effect.Effect<void, never, Scope.Scope> =>

@@ -11,7 +11,7 @@ import { Effect, Logger, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { WebSocket } from "ws"
 import * as Node from "../../src/layers/Node.js"
-import * as CallClient from "../../src/services/CallClient.js"
+import * as CallClient from "../../src/layers/Client.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
 
 type Upgrade = { readonly opened: true } | { readonly opened: false; readonly status: number; readonly retryAfter: string | undefined }

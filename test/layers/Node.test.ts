@@ -6,7 +6,7 @@ import * as path from "node:path"
 import * as Node from "../../src/layers/Node.js"
 import * as NodeHome from "../../src/layers/NodeHome.js"
 import { ADMIN_SCOPE } from "../../src/schema/Identity.js"
-import * as CallClient from "../../src/services/CallClient.js"
+import * as CallClient from "../../src/layers/Client.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as Tls from "../../src/services/Tls.js"
@@ -128,10 +128,10 @@ describe("Node", () => {
         expect(node.fingerprint).toBe(created.fingerprint)
         const client = yield* CallClient.connect(node.transports[0]!.address, { expectedFingerprint: node.fingerprint })
         expect((yield* client.call("node/ping", {})) as { pong: boolean }).toMatchObject({ pong: true })
-      }).pipe(Effect.scoped, Effect.provide(Node.layer({ home, listen: { host: "127.0.0.1", port: 0 } })))
+      }).pipe(Effect.scoped, Effect.provide(Node.layerHome({ home, listen: { host: "127.0.0.1", port: 0 } })))
 
       const missing = yield* Effect.flip(
-        Layer.build(Node.layer({ home: path.join(home, "nope") })).pipe(Effect.scoped)
+        Layer.build(Node.layerHome({ home: path.join(home, "nope") })).pipe(Effect.scoped)
       )
       expect(missing.reason).toBe("Home")
       expect(missing.message).toContain("alknet init")

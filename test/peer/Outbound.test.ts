@@ -5,6 +5,7 @@
  */
 import { expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted, Schedule, Schema, SubscriptionRef } from "effect"
+import * as Dialers from "../../src/layers/Dialers.js"
 import * as Node from "../../src/layers/Node.js"
 import * as Composite from "../../src/peer/Composite.js"
 import * as Outbound from "../../src/peer/Outbound.js"
@@ -112,5 +113,5 @@ it.live("links follow the config: import rule, token credential, a missing crede
     expect(graph.peers().map((p) => p.id)).not.toContain("w")
   }).pipe(
     Effect.scoped,
-    Effect.provide(Layer.mergeAll(Vault.layer, CredentialStore.layerMemory))
+    Effect.provide(Layer.mergeAll(Vault.layer, CredentialStore.layerMemory, Dialers.layer))
   ), { timeout: 30_000 })

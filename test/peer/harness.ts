@@ -8,6 +8,7 @@ import type * as Connection from "../../src/call/Connection.js"
 import * as CallError from "../../src/errors/CallError.js"
 import * as Quic from "../../src/layers/quic/Quic.js"
 import * as WebSocket from "../../src/layers/ws/WebSocket.js"
+import * as Dialers from "../../src/layers/Dialers.js"
 import * as Composite from "../../src/peer/Composite.js"
 import * as Peer from "../../src/peer/Peer.js"
 import * as CallProtocol from "../../src/services/CallProtocol.js"
@@ -306,7 +307,7 @@ export const startWorker = (
     )
     yield* link.connection
     return { name, graph, link, probe, kill: Scope.close(scope, Exit.void) }
-  })
+  }).pipe(Effect.provide(Dialers.layer))
 
 /** Wait until every count of a connection is back to zero (or show what is left). */
 export const idle = (connection: Connection.Connection) =>

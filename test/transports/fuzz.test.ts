@@ -18,7 +18,7 @@ import fc from "fast-check"
 import { randomBytes } from "node:crypto"
 import { WebSocket as RawWebSocket } from "ws"
 import * as Node from "../../src/layers/Node.js"
-import * as CallClient from "../../src/services/CallClient.js"
+import * as CallClient from "../../src/layers/Client.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as Tls from "../../src/services/Tls.js"
 
