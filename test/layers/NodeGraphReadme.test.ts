@@ -1,0 +1,87 @@
+/**
+ * The README's service-graph example, kept runnable and kept identical: the code between the markers below is the
+ * README's `ts` block of section "graph" (with `alknet` for the import path), minus its last line, which runs `main`.
+ * Edit both together; the first test fails when they differ.
+ */
+import { expect, it } from "@effect/vitest"
+import * as fs from "node:fs/promises"
+
+// --- README example (section "graph") ---
+import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { CallClient, CredentialStore, Dialers, IdentityProvider, Node, NodeConfig, Operation, OperationRegistry, RateLimit } from "../../src/index.js"
+
+// A service of your program; the operations' layer reads it, so the node's layer requires it.
+class Greeting extends Context.Tag("app/Greeting")<Greeting, { readonly word: string }>() {}
+
+const operations = Layer.scoped(
+  OperationRegistry.OperationRegistry,
+  Effect.gen(function*() {
+    const { word } = yield* Greeting
+    return yield* OperationRegistry.make([
+      Operation.query({
+        name: "demo/greet",
+        input: Schema.Struct({ name: Schema.String }),
+        output: Schema.String,
+        access: { requiredScopes: ["demo"] },
+        handler: ({ name }) => Effect.succeed(`${word}, ${name}`)
+      })
+    ])
+  })
+)
+
+// Who is calling: your directory instead of alknet's stores (here: every bearer token "let-me-in" is alice).
+const directory = Layer.succeed(IdentityProvider.IdentityProvider, {
+  resolveFingerprint: () => Effect.succeed(Option.none()),
+  resolveToken: (token) =>
+    Effect.succeed(
+      Redacted.value(token) === "let-me-in" ? Option.some({ id: "alice", scopes: ["demo"], resources: {} }) : Option.none()
+    )
+})
+
+const node = Node.layerWebSocket({ host: "127.0.0.1", port: 0, tls: false }).pipe(
+  Layer.provideMerge(Node.layer()),
+  Layer.provideMerge(Layer.mergeAll(operations, directory, RateLimit.layer, CredentialStore.layerMemory, Dialers.layerWebSocket)),
+  Layer.provideMerge(Layer.mergeAll(NodeConfig.layerStatic({}), Node.layerVault())),
+  Layer.provide(Layer.succeed(Greeting, { word: "hello" }))
+)
+
+const program = Effect.gen(function*() {
+  const { transports } = yield* Node.Node // [{ kind: "ws", address: "ws://127.0.0.1:PORT" }]
+  const client = yield* CallClient.connect(transports[0]!.address, { token: Redacted.make("let-me-in") })
+  return yield* client.call("demo/greet", { name: "Ada" })
+})
+
+const main = program.pipe(Effect.scoped, Effect.provide(node))
+// --- end of README example ---
+
+const RUN = "Effect.runPromise(main)"
+
+const between = (text: string, start: string, end: string): string => {
+  const from = text.indexOf(start)
+  const to = text.indexOf(end, from + start.length)
+  if (from < 0 || to < 0) throw new Error(`markers not found: ${start} … ${end}`)
+  return text.slice(from + start.length, to)
+}
+
+it.effect("README: the service-graph example is this file's code", () =>
+  Effect.gen(function*() {
+    const readme = yield* Effect.promise(() => fs.readFile(new URL("../../README.md", import.meta.url), "utf8"))
+    const self = yield* Effect.promise(() => fs.readFile(new URL(import.meta.url), "utf8"))
+    const section = between(readme, "<!-- section:graph -->", "<!-- /section:graph -->")
+    const block = between(section, "```ts\n", "```").trimEnd().split("\n")
+    expect(block.at(-1)).toMatch(new RegExp(`^${RUN.replace(/[()]/g, "\\$&")}`))
+    const code = between(self, "// --- README example (section \"graph\") ---\n", "// --- end of README example ---")
+    expect(block.slice(0, -1).join("\n").trim()).toBe(code.replace("\"../../src/index.js\"", "\"alknet\"").trim())
+  }))
+
+it.live("README: the service-graph example answers with the program's service; the provider decides who may call", () =>
+  Effect.gen(function*() {
+    expect(yield* main).toBe("hello, Ada")
+    // Without the token the caller is anonymous to the user's provider: the scoped operation is refused.
+    const denied = yield* Effect.gen(function*() {
+      const { transports } = yield* Node.Node
+      const client = yield* CallClient.connect(transports[0]!.address)
+      return yield* Effect.flip(client.call("demo/greet", { name: "Eve" }))
+    }).pipe(Effect.scoped, Effect.provide(node))
+    expect([denied.code, denied.message]).toEqual(["FORBIDDEN", "authentication required"])
+  }))
