@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Redacted } from "effect"
 import * as fs from "node:fs"
 import { WebSocket } from "ws"
-import * as CallClient from "../../src/services/CallClient.js"
+import * as CallClient from "../../src/layers/Client.js"
 import * as Cli from "./cli.js"
 
 const CEILING_BYTES = 512 * 1024 * 1024
