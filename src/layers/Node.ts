@@ -164,9 +164,12 @@ export interface CoreOptions {
 }
 
 /** What the bundles (`layerMemory`, `layerHome`, `layerWith`) take. */
-export interface Options extends CoreOptions {
-  /** The user's operations, served beside the built-ins. */
-  readonly operations?: ReadonlyArray<HandlerRegistration>
+export interface Options<E = never, R = never> extends CoreOptions {
+  /**
+   * The user's operations, served beside the built-ins: registrations, or a layer of the `OperationRegistry` (e.g.
+   * `Contract.layerRegistry(group)` over the groups' handler layers).
+   */
+  readonly operations?: ReadonlyArray<HandlerRegistration> | Layer.Layer<OperationRegistry.OperationRegistry, E, R>
   /** Listen on QUIC here instead of the config's `listen`. */
   readonly listen?: Address
   /** Also serve the call protocol over WebSocket. */
@@ -489,23 +492,30 @@ export type Provided =
   | CallClient.Dialer
   | CallClient.CallClient
 
+const registryOf = <E, R>(
+  operations: Options<E, R>["operations"]
+): Layer.Layer<OperationRegistry.OperationRegistry, NodeError | E, R> =>
+  operations !== undefined && Layer.isLayer(operations)
+    ? operations as Layer.Layer<OperationRegistry.OperationRegistry, E, R>
+    : layerOperations(operations as ReadonlyArray<HandlerRegistration> | undefined)
+
 /**
  * A node with its listeners (`options.listen`: QUIC; `options.webSocket`), its operations, the rate limiter,
  * `layerIdentity` and both dialers, over the stores, config and vault in context. The bundles are this over a base;
  * build your own base to replace a store, the config or the vault.
  */
-export const layerWith = (
-  options: Options = {}
+export const layerWith = <E = never, R = never>(
+  options: Options<E, R> = {}
 ): Layer.Layer<
   Node | IdentityProvider.IdentityProvider | OperationRegistry.OperationRegistry | RateLimit.RateLimiter | CallClient.Dialer | CallClient.CallClient,
-  NodeError,
-  Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore
+  NodeError | E,
+  Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore | R
 > => {
   const quic = layerQuic(options.listen === undefined ? {} : { listen: options.listen })
   const listeners = options.webSocket === undefined ? quic : Layer.merge(quic, layerWebSocket(options.webSocket))
   const node = Layer.provideMerge(listeners, layer(options.connect === undefined ? {} : { connect: options.connect }))
   const parts = Layer.mergeAll(
-    layerOperations(options.operations),
+    registryOf(options.operations),
     RateLimit.layer,
     layerIdentity,
     Client.layerDefault
@@ -513,7 +523,7 @@ export const layerWith = (
   return Layer.provideMerge(node, parts)
 }
 
-export interface HomeOptions extends Options {
+export interface HomeOptions<E = never, R = never> extends Options<E, R> {
   /** The node's home directory (see `NodeHome`). */
   readonly home: string
   /** The mnemonic, when the home keeps none (`--no-store-mnemonic`). */
@@ -523,7 +533,7 @@ export interface HomeOptions extends Options {
 }
 
 /** Unlock the vault: from the given mnemonic, else from the home's mnemonic file. */
-const unlock = (options: HomeOptions) =>
+const unlock = <E, R>(options: HomeOptions<E, R>) =>
   Effect.gen(function*() {
     const vault = yield* Vault.Vault
     if (options.mnemonic !== undefined) return yield* vault.unlock(options.mnemonic, options.passphrase)
@@ -550,7 +560,7 @@ export const layerHomeConfig = (home: string): Layer.Layer<NodeConfig | ConfigFi
   )
 
 /** The vault of a home, unlocked from its mnemonic file (or `options.mnemonic`). */
-export const layerHomeVault = (options: HomeOptions): Layer.Layer<Vault.Vault, NodeError> =>
+export const layerHomeVault = <E, R>(options: HomeOptions<E, R>): Layer.Layer<Vault.Vault, NodeError> =>
   Layer.effectDiscard(unlock(options)).pipe(
     Layer.provideMerge(Vault.layer),
     Layer.provide(Layer.effectDiscard(Effect.mapError(NodeHome.requireHome(options.home), fail("Home"))))
@@ -561,13 +571,15 @@ export const layerHomeVault = (options: HomeOptions): Layer.Layer<Vault.Vault, N
  * Provides `Node` and the services a program embedding it may use: the `Vault`, the stores, the live `NodeConfig`
  * and the `ConfigFile` (to reload it, e.g. on SIGHUP).
  */
-export const layerHome = (options: HomeOptions): Layer.Layer<Provided | ConfigFile.ConfigFile, NodeError> => {
+export const layerHome = <E = never, R = never>(
+  options: HomeOptions<E, R>
+): Layer.Layer<Provided | ConfigFile.ConfigFile, NodeError | E, R> => {
   const config = layerHomeConfig(options.home)
   const base = Layer.mergeAll(layerHomeVault(options), Layer.provideMerge(layerHomeStores, config))
   return Layer.provideMerge(layerWith(options), base)
 }
 
-export interface MemoryOptions extends Options {
+export interface MemoryOptions<E = never, R = never> extends Options<E, R> {
   /** The mnemonic to unlock (default: a fresh one, so the identity changes every run). */
   readonly mnemonic?: Redacted.Redacted<string>
   /** Config in the file's JSON shape (default `{}`; `listen` defaults to 127.0.0.1:0 here). */
@@ -587,9 +599,9 @@ export const layerVault = (mnemonic?: Redacted.Redacted<string>): Layer.Layer<Va
  * A node with in-memory stores and a fixed config: for tests, examples, and embedding. Listens on 127.0.0.1, on any
  * free port unless `listen` says otherwise.
  */
-export const layerMemory = (
-  options: MemoryOptions = {}
-): Layer.Layer<Provided, NodeError> => {
+export const layerMemory = <E = never, R = never>(
+  options: MemoryOptions<E, R> = {}
+): Layer.Layer<Provided, NodeError | E, R> => {
   const config = NodeConfigModule.layerStatic({ listen: "127.0.0.1:0", ...options.config })
   const base = Layer.mergeAll(layerVault(options.mnemonic), config, IdentityStore.layerMemory(), CredentialStore.layerMemory)
   return Layer.provideMerge(layerWith(options), base)
