@@ -94,7 +94,7 @@ const fail = (reason: NodeError["reason"]) => (error: { readonly message: string
   new NodeError({ reason, message: error.message })
 
 export interface Transport {
-  readonly kind: "quic" | "ws" | "wss"
+  readonly kind: "quic" | "ws" | "wss" | "memory"
   /** `quic://HOST:PORT`, `ws://…`, `wss://…` */
   readonly address: string
 }
@@ -111,7 +111,7 @@ export type PublicNodeInfo = typeof PublicNodeInfo.Type
 export const NodeInfo = Schema.Struct({
   ...PublicNodeInfo.fields,
   uptime_ms: Schema.Number,
-  transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss"), address: Schema.String })),
+  transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss", "memory"), address: Schema.String })),
   /** The outbound peers and how they are doing. */
   peers: Schema.Array(Outbound.PeerInfo)
 })

@@ -26,9 +26,9 @@ import type { Authenticator } from "./CallProtocol.js"
 import type { Address } from "./Endpoint.js"
 import type { TlsIdentity } from "./Tls.js"
 
-/** A parsed `quic://`, `ws://` or `wss://` address. */
+/** A parsed `quic://`, `ws://`, `wss://` or `memory://` (an in-process network, `layers/Memory`) address. */
 export interface ParsedAddress {
-  readonly scheme: "quic" | "ws" | "wss"
+  readonly scheme: "quic" | "ws" | "wss" | "memory"
   readonly host: string
   readonly port: number
 }
@@ -45,7 +45,7 @@ export const parseAddress = (address: string): Effect.Effect<ParsedAddress, Endp
       return bad("expected quic://HOST:PORT, ws://HOST:PORT or wss://HOST:PORT")
     }
     const scheme = url.protocol.slice(0, -1)
-    if (scheme !== "quic" && scheme !== "ws" && scheme !== "wss") {
+    if (scheme !== "quic" && scheme !== "ws" && scheme !== "wss" && scheme !== "memory") {
       return bad(`unknown scheme ${JSON.stringify(url.protocol)} (expected quic, ws or wss)`)
     }
     if (url.port === "") return bad("a port is required")
