@@ -42,7 +42,7 @@ const wsPlain = Options.boolean("ws-plain").pipe(
 const http = Options.boolean("http").pipe(
   Options.withDescription(
     "also serve the HTTP gateway on the --ws-listen port: POST /call, /batch, /subscribe (SSE), GET /search, /schema, " +
-      "/openapi.json, /healthz"
+      "/openapi.json, /healthz, and MCP at /mcp"
   )
 )
 const demo = Options.boolean("demo").pipe(

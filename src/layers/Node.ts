@@ -150,11 +150,13 @@ export interface WebSocketOptions {
   readonly gateway?: boolean | GatewayOptions
 }
 
-/** The HTTP gateway's limits (defaults: 1 MiB bodies, 30 s per call, 64 calls per batch). */
+/** The HTTP gateway's limits (defaults: 1 MiB bodies, 30 s per call, 64 calls per batch) and its MCP endpoint. */
 export interface GatewayOptions {
   readonly maxBodyBytes?: number
   readonly timeout?: Duration.DurationInput
   readonly maxBatch?: number
+  /** MCP at `/mcp` (default on: one tool per operation; `{ mode: "generic" }` for the four generic tools; false: off). */
+  readonly mcp?: boolean | { readonly mode?: "operations" | "generic" }
 }
 
 /** What `Node.layer` takes beside its services. */
@@ -452,6 +454,7 @@ export const layerWebSocket = (
     const gatewayOptions = options.gateway
     const authenticator = node.serve.authenticator
     const gateway = gatewayOptions === undefined || gatewayOptions === false ? undefined : yield* Gateway.make({
+      mcp: true,
       ...(gatewayOptions === true ? {} : gatewayOptions),
       source: node.source,
       extendEnv: node.graph.extendEnv,

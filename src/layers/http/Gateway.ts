@@ -38,11 +38,12 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Chunk, Data, Duration, Effect, FiberSet, Option, Redacted, Stream } from "effect"
+import { Chunk, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Dispatcher from "../../call/Dispatcher.js"
 import type { OperationSource } from "../../call/Dispatcher.js"
 import * as CallError from "../../errors/CallError.js"
+import type { Outcome as ToMcpOutcome } from "../../peer/ToMcp.js"
 import * as ToOpenApi from "../../peer/ToOpenApi.js"
 import type { Identity } from "../../schema/Identity.js"
 import * as Json from "../../schema/Json.js"
@@ -80,6 +81,8 @@ export interface Options {
   /** `info` of the OpenAPI document. */
   readonly title?: string
   readonly version?: string
+  /** Also serve MCP (Streamable HTTP) at `/mcp`: `true`, or `{mode}` (see `peer/ToMcp`). */
+  readonly mcp?: boolean | { readonly mode?: "operations" | "generic" }
 }
 
 /** The limits the gateway applies when the options do not say (the wire's defaults). */
@@ -319,8 +322,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     const incomingOf = Effect.map(HttpServerRequest.HttpServerRequest, NodeHttpServerRequest.toIncomingMessage)
 
     /** Admission, then identity: bearer token, else the TLS client certificate's fingerprint, else anonymous. */
-    const resolveCaller: Effect.Effect<Caller, Refusal, HttpServerRequest.HttpServerRequest> = Effect.gen(function*() {
-      const incoming = yield* incomingOf
+    const callerOf = (incoming: Http.IncomingMessage): Effect.Effect<Caller, Refusal> => Effect.gen(function*() {
       const remote: Address = { host: incoming.socket.remoteAddress ?? "", port: incoming.socket.remotePort ?? 0 }
       if (options.admit !== undefined) {
         yield* Effect.mapError(options.admit(remote), (refused) =>
@@ -346,6 +348,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
         : yield* authenticator.resolveFingerprint(fingerprint.value)
       return { identity, remote }
     })
+    const resolveCaller = Effect.flatMap(incomingOf, callerOf)
 
     const declaredErrors = (name: string) => source.lookup(Operation.normalizeName(name))?.spec.errors
 
@@ -442,6 +445,15 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
         })
       })
 
+    /** The External operations `identity` may call (all of them without an identity argument). */
+    const callable = function*(identity: Option.Option<Identity> | undefined) {
+      for (const registration of source.list()) {
+        const spec = registration.spec
+        if (spec.visibility !== "external") continue
+        if (identity === undefined || Operation.check(spec.accessControl, identity) === undefined) yield spec
+      }
+    }
+
     /** Run a route with the caller resolved and the gateway's refusals answered. */
     const route = <R>(
       handle: (caller: Caller, incoming: Http.IncomingMessage) => Effect.Effect<HttpServerResponse.HttpServerResponse, Refusal, R>
@@ -523,9 +535,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
           Effect.sync(() => {
             const query = (searchParam(incoming, "query") ?? "").toLowerCase()
             const operations = []
-            for (const registration of source.list()) {
-              const { accessControl, description, name, opType, visibility } = registration.spec
-              if (visibility !== "external" || Operation.check(accessControl, caller.identity) !== undefined) continue
+            for (const { description, name, opType } of callable(caller.identity)) {
               if (query !== "" && !name.toLowerCase().includes(query) && !(description ?? "").toLowerCase().includes(query)) {
                 continue
               }
@@ -582,5 +592,70 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       return app
     })
     const handler = yield* NodeHttpServer.makeHandler(tracked)
-    return { handler }
+    if (options.mcp === undefined || options.mcp === false) return { handler }
+
+    // MCP (Streamable HTTP, stateless: one SDK server and transport per request, for that request's caller).
+    const mcp = options.mcp === true ? {} : options.mcp
+    const [ToMcp, { StreamableHTTPServerTransport }] = yield* Effect.promise(() =>
+      Promise.all([import("../../peer/ToMcp.js"), import("@modelcontextprotocol/sdk/server/streamableHttp.js")])
+    )
+    const runFork = yield* FiberSet.runtime(fibers)<never>()
+    /** One call for the MCP server: a fiber of the gateway, interrupted when the SDK aborts the request. */
+    const callFor = (caller: Caller) => (operation: string, input: unknown, signal: AbortSignal): Promise<ToMcpOutcome> => {
+      const fiber = runFork(callOne(caller, { operation, input, timeoutMs: undefined }, crypto.randomUUID()).pipe(
+        Effect.match({
+          onSuccess: (output): ToMcpOutcome => ({ ok: true, output }),
+          onFailure: (error): ToMcpOutcome => ({ ok: false, error: error.toPayload() })
+        })
+      ))
+      const abort = () => fiber.unsafeInterruptAsFork(FiberId.none)
+      if (signal.aborted) abort()
+      else signal.addEventListener("abort", abort, { once: true })
+      return Effect.runPromise(Fiber.join(fiber)).finally(() => signal.removeEventListener("abort", abort))
+    }
+    const writeJson = (response: Http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+      if (response.headersSent) return response.destroy()
+      response.writeHead(status, { "content-type": "application/json", ...jsonHeaders, ...headers })
+      response.end(JSON.stringify(body))
+    }
+    const serveMcp = (request: Http.IncomingMessage, response: Http.ServerResponse) =>
+      Effect.gen(function*() {
+        if (request.method !== "POST") {
+          // Stateless: no server-initiated stream (GET) and no session to end (DELETE).
+          return writeJson(response, 405, { jsonrpc: "2.0", error: { code: -32000, message: "method not allowed: POST only" }, id: null }, { allow: "POST" })
+        }
+        const caller = yield* callerOf(request)
+        // The JSON-RPC envelope (`params.arguments.input`) wraps the input in up to four levels.
+        const body = yield* readJson(request, maxBodyBytes, maxInputDepth + 4)
+        const server = ToMcp.makeServer(
+          { operations: () => callable(caller.identity), external: () => callable(undefined), call: callFor(caller) },
+          { mode: mcp.mode ?? "operations", maxBatch, name: options.title ?? "alknet", version: options.version ?? "0.1.0" }
+        )
+        const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true }) // no sessionIdGenerator: stateless
+        // The client went away (or the answer is out): close both, which aborts the calls still running.
+        response.on("close", () => {
+          void transport.close()
+          void server.close()
+        })
+        yield* Effect.promise(() => server.connect(transport))
+        yield* Effect.promise(() => transport.handleRequest(request, response, body))
+      }).pipe(
+        Effect.catchTag("Refusal", (refusal) =>
+          Effect.sync(() =>
+            writeJson(response, refusal.status, { code: refusal.code, message: refusal.message, retryable: refusal.status === 429 }, refusal.headers)
+          )),
+        Effect.catchAllCause((cause) =>
+          Effect.zipRight(
+            Effect.logError("MCP request failed", cause),
+            Effect.sync(() => writeJson(response, 500, CallError.internal("internal error").toPayload()))
+          )
+        )
+      )
+    return {
+      handler: (request, response) => {
+        const path = request.url === undefined ? "" : request.url.split("?", 1)[0]
+        if (path === "/mcp") runFork(serveMcp(request, response))
+        else handler(request, response)
+      }
+    }
   })

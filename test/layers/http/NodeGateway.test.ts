@@ -4,6 +4,8 @@
  * QUIC peer's; failed tokens count towards the address's cooldown (then 429).
  */
 import { describe, expect, it } from "@effect/vitest"
+import { Client } from "@modelcontextprotocol/sdk/client/index.js"
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import { Effect, Redacted, Schema } from "effect"
 import * as Https from "node:https"
 import * as Node from "../../../src/layers/Node.js"
@@ -68,6 +70,20 @@ describe("Node with the HTTP gateway", () => {
       // The document lists what the caller may call.
       const doc = yield* Effect.promise(() => fetch(`${url}/openapi.json`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.json() as any))
       expect(Object.keys(doc.paths)).toContain("/call/demo/hello")
+
+      // MCP at /mcp, on by default with the gateway: the API key is the caller.
+      const mcp = yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          const client = new Client({ name: "test", version: "1.0.0" })
+          await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }))
+          return client
+        }),
+        (client) => Effect.promise(() => client.close())
+      )
+      const tools = (yield* Effect.promise(() => mcp.listTools())).tools.map((t) => t.name)
+      expect(tools).toEqual(expect.arrayContaining(["demo.hello", "node.whoami"]))
+      const greeted = yield* Effect.promise(() => mcp.callTool({ name: "demo.hello", arguments: { name: "mcp" } }))
+      expect(greeted.content).toEqual([{ type: "text", text: JSON.stringify("hello, mcp") }])
 
       // The same port still speaks the call protocol over WebSocket.
       const client = yield* CallClient.connect(ws, { token: key.token })
