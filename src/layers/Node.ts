@@ -66,7 +66,7 @@ import { NodeConfig } from "../services/NodeConfig.js"
 import * as NodeConfigModule from "../services/NodeConfig.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration } from "../services/Operation.js"
-import type * as PeerCompositeEnv from "../services/PeerCompositeEnv.js"
+import * as PeerCompositeEnv from "../services/PeerCompositeEnv.js"
 import * as OperationRegistry from "../services/OperationRegistry.js"
 import * as RateLimit from "../services/RateLimit.js"
 import * as Tls from "../services/Tls.js"
@@ -390,9 +390,17 @@ export const make = (
 // ---------------------------------------------------------------------------------------------------------------
 // Layers: the node, its pieces, its listeners
 
-/** The node over the services in context (`Services`); add listeners with `layerQuic` / `layerWebSocket`. */
-export const layer = (options: CoreOptions = {}): Layer.Layer<Node, NodeError, Services> =>
-  Layer.scoped(Node, make(options))
+/**
+ * The node over the services in context (`Services`); add listeners with `layerQuic` / `layerWebSocket`. Provides
+ * `Node` and the node's peer graph as `PeerCompositeEnv` (the node builds it over its registry and built-ins).
+ */
+export const layer = (
+  options: CoreOptions = {}
+): Layer.Layer<Node | PeerCompositeEnv.PeerCompositeEnv, NodeError, Services> =>
+  Layer.scopedContext(Effect.map(
+    make(options),
+    (node) => Context.make(Node, node).pipe(Context.add(PeerCompositeEnv.PeerCompositeEnv, node.graph))
+  ))
 
 /** The user's operations as the node's `OperationRegistry` (duplicate or reserved names fail the layer). */
 export const layerOperations = (
@@ -485,6 +493,7 @@ export const layerWebSocket = (
 /** What a bundle provides beside `Node`: the services a program embedding the node may use. */
 export type Provided =
   | Node
+  | PeerCompositeEnv.PeerCompositeEnv
   | Vault.Vault
   | NodeConfig
   | IdentityStore.IdentityStore
@@ -510,7 +519,13 @@ const registryOf = <E, R>(
 export const layerWith = <E = never, R = never>(
   options: Options<E, R> = {}
 ): Layer.Layer<
-  Node | IdentityProvider.IdentityProvider | OperationRegistry.OperationRegistry | RateLimit.RateLimiter | CallClient.Dialer | CallClient.CallClient,
+  | Node
+  | PeerCompositeEnv.PeerCompositeEnv
+  | IdentityProvider.IdentityProvider
+  | OperationRegistry.OperationRegistry
+  | RateLimit.RateLimiter
+  | CallClient.Dialer
+  | CallClient.CallClient,
   NodeError | E,
   Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore | R
 > => {

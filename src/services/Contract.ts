@@ -339,3 +339,19 @@ export const client = <Cs extends Record<string, Any>, Options>(
   }
   return methods as Client<Cs, Options>
 }
+
+/**
+ * Typed composition from a handler: invoke the contract's operation as a child of the current call (`ctx.env.invoke`,
+ * SPEC §7) and decode its output or its declared error.
+ */
+export const invoke = <C extends Any>(
+  ctx: OperationContext,
+  contract: C,
+  input: Schema.Schema.Type<C["input"]>,
+  options?: Operation.InvokeOptions
+): Effect.Effect<Schema.Schema.Type<C["output"]>, ErrorOf<C> | CallError.CallError> =>
+  encodeInput(contract, input).pipe(
+    Effect.flatMap((encoded) => ctx.env.invoke(contract.name, encoded, options)),
+    Effect.catchAll(fromCallError(contract)),
+    Effect.flatMap(decodeOutput(contract))
+  ) as Effect.Effect<Schema.Schema.Type<C["output"]>, ErrorOf<C> | CallError.CallError>

@@ -8,6 +8,8 @@ import * as CallClient from "../../src/layers/Client.js"
 import * as Node from "../../src/layers/Node.js"
 import * as CallError from "../../src/errors/CallError.js"
 import * as Contract from "../../src/services/Contract.js"
+import * as Operation from "../../src/services/Operation.js"
+import * as PeerCompositeEnv from "../../src/services/PeerCompositeEnv.js"
 
 // --- contracts: no code, shared by the server and its clients ---
 class NotFriendly extends Schema.TaggedError<NotFriendly>()(
@@ -56,10 +58,22 @@ const GreeterLive = Greeter.toLayer(Effect.gen(function*() {
   }
 }))
 
+// A composing group: its handler calls demo/greet as a child, typed, under its own authority.
+const Front = Contract.group({
+  welcome: Contract.query("front/welcome", { input: Schema.Struct({ name: Schema.String }), output: Schema.String })
+})
+const FrontLive = Front.toLayer({
+  welcome: ({ name }, ctx) =>
+    Contract.invoke(ctx, Greeter.contracts.greet, { name }).pipe(
+      Effect.map(({ greeting }) => `${greeting}!`),
+      Effect.catchTag("NotFriendly", (e) => Effect.succeed(`not you, ${e.name}`))
+    )
+}, { welcome: { env: ["demo/greet"], authority: Operation.authority("front", { scopes: ["demo"] }) } })
+
 const at = new Date(1_700_000_000_000)
 const nodeLayer = Node.layerMemory({
-  operations: Contract.layerRegistry(Greeter).pipe(
-    Layer.provide(GreeterLive),
+  operations: Contract.layerRegistry(Greeter, Front).pipe(
+    Layer.provide(Layer.merge(GreeterLive, FrontLive)),
     Layer.provide(Layer.succeed(Friends, { isFriend: (name) => name !== "Mallory" })),
     Layer.provide(Layer.succeed(Clock0, { now: at }))
   )
@@ -100,6 +114,17 @@ describe("Contract", () => {
       const invalid = yield* Effect.flip(client.greet({ name: 42 as unknown as string }))
       expect(invalid).toBeInstanceOf(CallError.CallError)
       expect((invalid as CallError.CallError).code).toBe("INVALID_INPUT")
+    }).pipe(Effect.scoped, Effect.provide(nodeLayer)))
+
+  it.live("a handler composes another contract with Contract.invoke: typed output, typed declared error", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      // The node's peer graph is in context too (Node.layer provides it).
+      expect(yield* PeerCompositeEnv.PeerCompositeEnv).toBe(node.graph)
+      const connection = yield* CallClient.connect(node.transports[0]!.address, { expectedFingerprint: node.fingerprint })
+      const front = Contract.client(Front, connection)
+      expect(yield* front.welcome({ name: "Ada" })).toBe("hello, Ada!")
+      expect(yield* front.welcome({ name: "Mallory" })).toBe("not you, Mallory")
     }).pipe(Effect.scoped, Effect.provide(nodeLayer)))
 
   it.live("discovery shows the declared errors with their codes and HTTP status", () =>
