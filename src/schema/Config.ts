@@ -12,6 +12,7 @@
 import { Either, ParseResult, Schema } from "effect"
 import { echo } from "../errors/CallError.js"
 import { ApiKeyEntry } from "./ApiKeyEntry.js"
+import * as HdPath from "./HdPath.js"
 import * as Json from "./Json.js"
 import { Fingerprint, PeerEntry, PeerId } from "./PeerEntry.js"
 
@@ -80,6 +81,36 @@ export type RateLimits = typeof RateLimits.Type
 
 export const defaultRateLimits: RateLimits = Schema.decodeSync(RateLimits)({})
 
+/**
+ * SSH over alknet (ALPN `alknet/ssh`): served when the config has an `ssh` object (`{}` serves it with the defaults).
+ * - `host_key_path`: the vault path of the Ed25519 host key (default `m/74'/0'/1'/0'`).
+ * - `commands`: the only commands `ssh:exec` may run, verbatim (default: any).
+ * - `forward`: `host:port` destinations `ssh:forward` may reach with `ssh -L` (default: none).
+ * - `max_sessions_per_identity`: SSH connections one identity may have open at once (default 16).
+ * - `idle_timeout_ms`: close an SSH connection after this long without traffic (default 0: never).
+ * - `auth_timeout_ms`: reset a stream whose client has not authenticated within this long (default 10000).
+ */
+export const SshConfig = Schema.Struct({
+  host_key_path: Schema.optionalWith(HdPath.Path, { default: () => HdPath.sshHost, exact: true }),
+  commands: Schema.optionalWith(Schema.Array(Schema.NonEmptyString), { exact: true }),
+  forward: Schema.optionalWith(
+    Schema.Array(Schema.String.pipe(Schema.pattern(/^(?:\[[0-9A-Fa-f:.]+\]|[^:[\]\s]+):\d{1,5}$/, {
+      message: () => "expected host:port, e.g. 127.0.0.1:5432"
+    }))),
+    { default: () => [], exact: true }
+  ),
+  max_sessions_per_identity: Schema.optionalWith(Schema.Int.pipe(Schema.greaterThanOrEqualTo(1)), {
+    default: () => 16,
+    exact: true
+  }),
+  idle_timeout_ms: Schema.optionalWith(Schema.NonNegativeInt, { default: () => 0, exact: true }),
+  auth_timeout_ms: Schema.optionalWith(Schema.Int.pipe(Schema.greaterThanOrEqualTo(1)), {
+    default: () => 10_000,
+    exact: true
+  })
+}).annotations({ identifier: "SshConfig" })
+export type SshConfig = typeof SshConfig.Type
+
 export const StaticConfig = Schema.Struct({
   listen: Schema.optionalWith(ListenAddress, { default: () => ({ host: "127.0.0.1", port: 4433 }), exact: true }),
   tls: Schema.optionalWith(TlsIdentity, { default: () => ({ type: "raw_key" as const }), exact: true }),
@@ -87,7 +118,9 @@ export const StaticConfig = Schema.Struct({
   /** Where the node keeps its files (e.g. the SQLite database). Relative paths resolve against the config file. */
   data_dir: Schema.optionalWith(Schema.NonEmptyString, { default: () => "data", exact: true }),
   /** Serve `services/list-peers` (each peer's operations) to callers. */
-  list_peers: Schema.optionalWith(Schema.Boolean, { default: () => false, exact: true })
+  list_peers: Schema.optionalWith(Schema.Boolean, { default: () => false, exact: true }),
+  /** Serve SSH (`alknet/ssh`) on the QUIC endpoint; absent: not served. */
+  ssh: Schema.optionalWith(SshConfig, { exact: true })
 }).annotations({ identifier: "StaticConfig" })
 export type StaticConfig = typeof StaticConfig.Type
 
