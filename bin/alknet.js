@@ -96,15 +96,16 @@ const bundled = async () => {
           ...common,
           format: "cjs",
           outExtension: { ".js": ".cjs" },
-          // Native addons (and what they share with our code) load from node_modules.
-          external: ["better-sqlite3"],
+          // Native addons (and what they share with our code) load from node_modules; so does ssh2, whose optional
+          // native parts esbuild cannot bundle.
+          external: ["better-sqlite3", "ssh2"],
           plugins: [esmOnlyPlugin]
         }
         : {
           ...common,
           format: "esm",
           splitting: true,
-          external: [...esmOnly, "better-sqlite3"],
+          external: [...esmOnly, "better-sqlite3", "ssh2"],
           // Bundled CommonJS packages require Node's built-ins.
           banner: {
             js:

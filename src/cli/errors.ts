@@ -126,6 +126,13 @@ const vaultCodes: Record<string, ExitCodeName> = {
   InvalidPath: "Internal"
 }
 
+const sshCodes: Record<string, ExitCodeName> = {
+  Connect: "Unreachable",
+  HostKeyMismatch: "FingerprintMismatch",
+  Auth: "Rejected",
+  Refused: "CallForbidden"
+}
+
 /** A call error's `details` (sent by the remote) as bounded JSON; one nested too deep to print says so. */
 const printDetails = (details: unknown): string => {
   if (Json.exceedsDepth(details)) return `(${Json.tooDeep("details")})`
@@ -175,6 +182,11 @@ export const classify = (error: unknown): Failure => {
       return of(vaultCodes[e.reason ?? ""] ?? "Vault", line(message))
     case "StoreError":
       return of(e.reason === "NotFound" ? "NotFound" : "Store", line(message))
+    case "SshError":
+      return of(sshCodes[e.reason ?? ""] ?? "Internal", line(message))
+    case "RemoteExit":
+      // `alknet ssh`: the remote command's own status, as ssh does; nothing to add to what it printed.
+      return { exitCode: (error as { status: number }).status, line: "" }
     default:
       return of("Internal", line(`internal error: ${message}`))
   }

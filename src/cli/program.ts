@@ -23,6 +23,7 @@ import * as Io from "./io.js"
 import * as NodeCommand from "./node.js"
 import * as Peer from "./peer.js"
 import * as Remote from "./remote.js"
+import * as Ssh from "./ssh.js"
 import * as Status from "./status.js"
 import * as Token from "./token.js"
 
@@ -53,7 +54,8 @@ const commands = [
   Status.command,
   Peer.command,
   Token.command,
-  Credential.command
+  Credential.command,
+  Ssh.command
 ] as const
 
 const nested = new Map<AnyCommand, ReadonlyArray<AnyCommand>>([

@@ -315,7 +315,7 @@ export const handler = (options: ServerOptions): ProtocolHandler => {
       })
       yield* Effect.raceAll([closed, notAuthenticated, idle])
       if (signedIn !== undefined) log("ssh session closed", { identity: signedIn.identity.id, key: signedIn.fingerprint })
-    }).pipe(Effect.annotateLogs({ protocol: ALPN }))
+    })
 
   return (connection) =>
     Effect.gen(function*() {
