@@ -83,6 +83,7 @@ export const defaultRateLimits: RateLimits = Schema.decodeSync(RateLimits)({})
 
 /**
  * SSH over alknet (ALPN `alknet/ssh`): served when the config has an `ssh` object (`{}` serves it with the defaults).
+ * - `listen`: also serve SSH on plain TCP at this `host:port`, for stock OpenSSH clients (default: QUIC only).
  * - `host_key_path`: the vault path of the Ed25519 host key (default `m/74'/0'/1'/0'`).
  * - `commands`: the only commands `ssh:exec` may run, verbatim (default: any).
  * - `forward`: `host:port` destinations `ssh:forward` may reach with `ssh -L` (default: none).
@@ -91,6 +92,7 @@ export const defaultRateLimits: RateLimits = Schema.decodeSync(RateLimits)({})
  * - `auth_timeout_ms`: reset a stream whose client has not authenticated within this long (default 10000).
  */
 export const SshConfig = Schema.Struct({
+  listen: Schema.optionalWith(ListenAddress, { exact: true }),
   host_key_path: Schema.optionalWith(HdPath.Path, { default: () => HdPath.sshHost, exact: true }),
   commands: Schema.optionalWith(Schema.Array(Schema.NonEmptyString), { exact: true }),
   forward: Schema.optionalWith(

@@ -30,8 +30,10 @@ import type { AuthContext, Connection as SshConnection, ServerChannel, Session }
 import { Deferred, Duration, Effect, FiberSet, Option, Redacted, Runtime } from "effect"
 import type { Scope } from "effect"
 import type { Identity } from "../../schema/Identity.js"
-import type { BidiStream, Connection, ProtocolHandler } from "../../services/Endpoint.js"
-import * as Duplex from "./Duplex.js"
+import type { ProtocolHandler } from "../../services/Endpoint.js"
+import * as EndpointError from "../../errors/EndpointError.js"
+import type { Duplex } from "node:stream"
+import * as DuplexStream from "./Duplex.js"
 import * as Keys from "./Keys.js"
 
 /** The ALPN SSH is served under. */
@@ -66,8 +68,13 @@ export interface ServerOptions {
   readonly authTimeout?: Duration.DurationInput
   /** Refused authentication attempts before the stream is reset (default 6). */
   readonly maxAuthAttempts?: number
-  /** Told of every refused key (e.g. the node's per-address auth-failure limiter). */
-  readonly onAuthFailure?: (connection: Connection) => Effect.Effect<void>
+  /**
+   * A gate every SSH connection passes first, with the client's address (e.g. blocked addresses, connections per IP;
+   * what it acquires is held for the connection's life). A refused connection is logged and closed.
+   */
+  readonly admit?: (host: string) => Effect.Effect<void, { readonly message: string }, Scope.Scope>
+  /** Told of every refused key, with the client's address (e.g. the node's per-address auth-failure limiter). */
+  readonly onAuthFailure?: (host: string) => Effect.Effect<void>
 }
 
 const { Server, utils } = ssh2
@@ -77,16 +84,33 @@ interface Authenticated {
   readonly fingerprint: string
 }
 
-/** The SSH protocol handler: register it under `ALPN` on the endpoint. */
-export const handler = (options: ServerOptions): ProtocolHandler => {
+/** Where an SSH connection comes from: its byte stream and the client's address. */
+interface Transport {
+  /** The client's host, for logs and the auth-failure limiter. */
+  readonly host: string
+  /** The byte stream, for the scope's life; `onActivity` is told of every chunk either way. */
+  readonly open: (onActivity: () => void) => Effect.Effect<Duplex, never, Scope.Scope>
+  readonly annotations: Record<string, unknown>
+}
+
+/** Serves SSH connections; one per handler or listener set (the per-identity session count is shared). */
+const makeServer = (options: ServerOptions) => {
   const open = new Map<string, number>()
   const policy = options.policy ?? Effect.succeed(defaultPolicy)
   const authTimeout = options.authTimeout ?? Duration.seconds(10)
   const maxAuthAttempts = options.maxAuthAttempts ?? 6
   const hostKeys = [Redacted.value(options.hostKey.privateKeyPem)]
 
-  const serveStream = (connection: Connection, stream: BidiStream): Effect.Effect<void, never, Scope.Scope> =>
+  const serve = (transport: Transport): Effect.Effect<void, never, Scope.Scope> =>
     Effect.gen(function*() {
+      if (options.admit !== undefined) {
+        const admitted = yield* Effect.either(options.admit(transport.host))
+        if (admitted._tag === "Left") {
+          return yield* Effect.logWarning(`ssh connection refused: ${admitted.left.message}`).pipe(
+            Effect.annotateLogs(transport.annotations)
+          )
+        }
+      }
       const runtime = yield* Effect.runtime<never>()
       const runFork = Runtime.runFork(runtime)
       const runCallback = <A>(effect: Effect.Effect<A>, onDone: (a: A) => void) =>
@@ -96,7 +120,7 @@ export const handler = (options: ServerOptions): ProtocolHandler => {
           }
         })
       let lastActivity = Date.now()
-      const duplex = yield* Duplex.make(stream, () => {
+      const duplex = yield* transport.open(() => {
         lastActivity = Date.now()
       })
       const authenticated = yield* Deferred.make<Authenticated>()
@@ -115,7 +139,7 @@ export const handler = (options: ServerOptions): ProtocolHandler => {
           }
         })
       )
-      const annotations = { stream: stream.id }
+      const annotations = transport.annotations
       const log = (message: string, extra: Record<string, unknown> = {}) =>
         runFork(Effect.logInfo(message).pipe(Effect.annotateLogs({ ...annotations, ...extra })))
       const warn = (message: string, extra: Record<string, unknown> = {}) =>
@@ -128,7 +152,7 @@ export const handler = (options: ServerOptions): ProtocolHandler => {
       const refuse = (ctx: AuthContext, why: string) => {
         refusals++
         warn(`ssh authentication refused: ${why}`, { user: ctx.username, method: ctx.method })
-        if (options.onAuthFailure !== undefined) runFork(options.onAuthFailure(connection))
+        if (options.onAuthFailure !== undefined) runFork(options.onAuthFailure(transport.host))
         ctx.reject(["publickey"])
         if (refusals >= maxAuthAttempts) duplex.destroy()
       }
@@ -317,11 +341,75 @@ export const handler = (options: ServerOptions): ProtocolHandler => {
       if (signedIn !== undefined) log("ssh session closed", { identity: signedIn.identity.id, key: signedIn.fingerprint })
     })
 
+  return serve
+}
+
+/** The SSH protocol handler: register it under `ALPN` on the endpoint. Each bidirectional stream is one SSH connection. */
+export const handler = (options: ServerOptions): ProtocolHandler => {
+  const serve = makeServer(options)
   return (connection) =>
     Effect.gen(function*() {
       const sessions = yield* FiberSet.make<void>()
       yield* Effect.forever(
-        Effect.flatMap(connection.acceptBidi, (stream) => FiberSet.run(sessions, Effect.scoped(serveStream(connection, stream))))
+        Effect.flatMap(connection.acceptBidi, (stream) =>
+          FiberSet.run(
+            sessions,
+            Effect.scoped(serve({
+              host: connection.remoteAddress.host,
+              open: (onActivity) => DuplexStream.make(stream, onActivity),
+              annotations: { stream: stream.id }
+            }))
+          ))
       )
     }).pipe(Effect.catchAll(() => Effect.void))
 }
+
+export interface ListenOptions extends ServerOptions {
+  /** Address to listen on (default 127.0.0.1). */
+  readonly host?: string
+  /** Port (default 0: any free port; read the real one from the result). */
+  readonly port?: number
+}
+
+/**
+ * A plain TCP SSH listener (`ssh.listen`), so that a stock OpenSSH client can connect: the same server, policy and
+ * identities as `alknet/ssh` over QUIC. Listens while the scope is open; closing it closes every connection.
+ */
+export const listen = (options: ListenOptions): Effect.Effect<{ readonly host: string; readonly port: number }, EndpointError.EndpointError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const serve = makeServer(options)
+    const sessions = yield* FiberSet.make<void>()
+    const run = yield* FiberSet.runtime(sessions)<never>()
+    const host = options.host ?? "127.0.0.1"
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+      socket.on("error", () => undefined)
+      run(Effect.scoped(serve({
+        host: socket.remoteAddress ?? "unknown",
+        open: (onActivity) =>
+          Effect.acquireRelease(
+            Effect.sync(() => {
+              socket.on("data", onActivity)
+              socket.resume()
+              return socket as Duplex
+            }),
+            () => Effect.sync(() => socket.destroy())
+          ),
+        annotations: { remote: `${socket.remoteAddress}:${socket.remotePort}`, transport: "tcp" }
+      })))
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void, EndpointError.EndpointError>((resume) => {
+        server.once("error", (e: NodeJS.ErrnoException) =>
+          resume(EndpointError.make("Bind", `ssh: cannot listen on ${host}:${options.port ?? 0}: ${e.code ?? e.message}`)))
+        server.listen(options.port ?? 0, host, () => resume(Effect.void))
+      }),
+      // Close the open connections first: the server's close waits for them.
+      () =>
+        Effect.zipRight(
+          FiberSet.clear(sessions),
+          Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+        )
+    )
+    const address = server.address() as net.AddressInfo
+    return { host: address.address, port: address.port }
+  })
