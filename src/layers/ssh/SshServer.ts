@@ -35,13 +35,9 @@ import * as EndpointError from "../../errors/EndpointError.js"
 import type { Duplex } from "node:stream"
 import * as DuplexStream from "./Duplex.js"
 import * as Keys from "./Keys.js"
+import { EXEC_SCOPE, FORWARD_SCOPE } from "./Protocol.js"
 
-/** The ALPN SSH is served under. */
-export const ALPN = "alknet/ssh"
-/** Lets an identity run commands. */
-export const EXEC_SCOPE = "ssh:exec"
-/** Lets an identity open local forwards (to allow-listed destinations). */
-export const FORWARD_SCOPE = "ssh:forward"
+export { ALPN, EXEC_SCOPE, FORWARD_SCOPE } from "./Protocol.js"
 
 /** What the server allows; read for every decision, so it may change while the node runs. */
 export interface Policy {
