@@ -48,6 +48,8 @@ export interface SshSession {
   readonly exec: (command: string, io: ExecIo) => Effect.Effect<ExitStatus, SshError>
   /** Open a channel to `host:port` as the node reaches it (`ssh -L`); closed with the scope. */
   readonly forward: (host: string, port: number) => Effect.Effect<Duplex, SshError, Scope.Scope>
+  /** Completes when the session has ended (the node closed it, e.g. idle, or the connection went away). */
+  readonly closed: Effect.Effect<void>
 }
 
 const { Client } = ssh2
@@ -67,7 +69,11 @@ export const open = (connection: Connection, options: SessionOptions): Effect.Ef
       ? [options.hostKey]
       : options.hostKey
     let presented = ""
+    let ended = false
     const client = new Client()
+    client.once("close", () => {
+      ended = true
+    })
     yield* Effect.addFinalizer(() => Effect.sync(() => client.end()))
     yield* Effect.async<void, SshError>((resume) => {
       client.once("ready", () => resume(Effect.void))
@@ -146,5 +152,12 @@ export const open = (connection: Connection, options: SessionOptions): Effect.Ef
         (channel) => Effect.sync(() => channel.destroy())
       )
 
-    return { hostKey: presented, exec, forward }
+    const closed = Effect.async<void>((resume) => {
+      if (ended) return resume(Effect.void)
+      const done = () => resume(Effect.void)
+      client.once("close", done)
+      return Effect.sync(() => void client.off("close", done))
+    })
+
+    return { hostKey: presented, exec, forward, closed }
   })

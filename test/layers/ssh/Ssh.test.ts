@@ -3,7 +3,7 @@
  * QUIC connections.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, Option, Redacted } from "effect"
+import { Deferred, Effect, Fiber, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as net from "node:net"
@@ -39,7 +39,7 @@ const startNode = (ssh: NonNullable<typeof Config.Encoded["ssh"]> = {}) =>
   Effect.gen(function*() {
     const context = yield* Layer.build(Node.layerMemory({
       mnemonic: MNEMONIC,
-      config: { ssh: { auth_timeout_ms: 1000, ...ssh } }
+      config: { ssh: { auth_timeout_ms: 10000, ...ssh } }
     }))
     const node = Effect.runSync(Effect.provide(Node.Node, context))
     const store = Effect.runSync(Effect.provide(IdentityStore.IdentityStore, context))
@@ -173,7 +173,7 @@ describe("SSH over alknet", () => {
 
   it.scopedLive("garbage on a stream and a client that never authenticates are cut off; other sessions go on", () =>
     Effect.gen(function*() {
-      const { connect } = yield* startNode({ auth_timeout_ms: 300 })
+      const { connect } = yield* startNode({ auth_timeout_ms: 2000 })
       const connection = yield* connect
       const good = yield* SshClient.open(connection, { key: alice })
 
@@ -202,5 +202,25 @@ describe("SSH over alknet", () => {
       expect(yield* run(good, "echo still ok")).toMatchObject({ code: 0, stdout: "still ok\n" })
       const fresh = yield* SshClient.open(connection, { key: alice })
       expect(yield* run(fresh, "echo fresh")).toMatchObject({ code: 0, stdout: "fresh\n" })
+    }))
+
+  it.scopedLive("limits: sessions per identity, and an idle session is closed", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* startNode({ max_sessions_per_identity: 1, idle_timeout_ms: 3000 })
+      const connection = yield* connect
+      const first = yield* Effect.forkScoped(Effect.scoped(Effect.gen(function*() {
+        const session = yield* SshClient.open(connection, { key: alice })
+        expect(yield* run(session, "echo first")).toMatchObject({ code: 0, stdout: "first\n" })
+        const second = yield* Effect.flip(SshClient.open(connection, { key: alice }))
+        expect(second.reason).toBe("Auth")
+        // bob is another identity: his count is his own.
+        yield* SshClient.open(connection, { key: bob })
+        // Left alone, the session is closed by the node.
+        yield* session.closed
+      })))
+      yield* Fiber.join(first)
+      // Once it is gone, alice may open another.
+      const again = yield* SshClient.open(connection, { key: alice })
+      expect(yield* run(again, "echo again")).toMatchObject({ code: 0, stdout: "again\n" })
     }))
 })
