@@ -4,13 +4,24 @@
  */
 import { expect, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
+import * as net from "node:net"
 import * as Cli from "./cli.js"
 
 class Shared extends Context.Tag("test/cli/ssh/Shared")<Shared, {
   readonly node: Cli.CliNode
   readonly peer: string
   readonly stranger: string
+  readonly echoPort: number
 }>() {}
+
+/** A TCP server on 127.0.0.1:0 that echoes what it receives, for the scope's life. */
+const echoServer = Effect.acquireRelease(
+  Effect.async<net.Server>((resume) => {
+    const server = net.createServer((socket) => socket.pipe(socket))
+    server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+  }),
+  (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+).pipe(Effect.map((server) => (server.address() as net.AddressInfo).port))
 
 const SharedLive = Layer.scoped(
   Shared,
@@ -20,12 +31,13 @@ const SharedLive = Layer.scoped(
       [Cli.initHomeInProcess(dir, "a"), Cli.initHomeInProcess(dir, "b"), Cli.initHomeInProcess(dir, "c")],
       { concurrency: "unbounded" }
     )
+    const echoPort = yield* echoServer
     yield* Cli.writeConfig(a.home, {
-      ssh: {},
-      peers: [{ peer_id: "b", fingerprints: [b.fingerprint], scopes: ["ssh:exec"] }]
+      ssh: { forward: [`127.0.0.1:${echoPort}`] },
+      peers: [{ peer_id: "b", fingerprints: [b.fingerprint], scopes: ["ssh:exec", "ssh:forward"] }]
     })
     const node = yield* Cli.startNode(a.home)
-    return { node, peer: b.home, stranger: c.home }
+    return { node, peer: b.home, stranger: c.home, echoPort }
   })
 )
 
@@ -70,5 +82,29 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet s
       expect(Cli.errorLines(unknown.stderr)).toEqual([expect.stringMatching(/^alknet: the node refused our key SHA256:/)])
       expect(unpinned.code).toBe(17)
       expect(noCommand.code).toBe(2)
+    }))
+
+  it.scoped("-L forwards a local port to an allow-listed destination until stopped", () =>
+    Effect.gen(function*() {
+      const { node, peer, echoPort } = yield* Shared
+      const forward = yield* Cli.spawnRunning([
+        "ssh", node.quic, "--fingerprint", node.fingerprint, "--home", peer, "-L", `0:127.0.0.1:${echoPort}`
+      ])
+      const [, port] = yield* forward.waitFor("stderr", /forwarding 127\.0\.0\.1:(\d+) to 127\.0\.0\.1:/)
+      const echoed = yield* Effect.async<string>((resume) => {
+        const socket = net.connect(Number(port), "127.0.0.1", () => socket.write("ping through alknet\n"))
+        let text = ""
+        socket.setEncoding("utf8")
+        socket.on("data", (chunk: string) => {
+          text += chunk
+          if (text.endsWith("\n")) {
+            socket.destroy()
+            resume(Effect.succeed(text))
+          }
+        })
+      })
+      expect(echoed).toBe("ping through alknet\n")
+      yield* forward.signal("SIGINT")
+      expect(yield* forward.exited).toBe(130)
     }))
 })
