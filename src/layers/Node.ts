@@ -48,6 +48,9 @@
  * - the pinned name `PEER_ID/demo/echo`: that peer only (PeerRef.Specific).
  * A call routed to a peer that is away fails at once with INTERNAL `peer PEER_ID is not connected`. `node/info`
  * reports each outbound peer's state; `services/list-peers` is served when the config says `list_peers: true`.
+ *
+ * With an `ssh` object in the config the node also serves SSH (`alknet/ssh`, see `ssh/SshServer.ts`) on its QUIC
+ * endpoint (`layerQuic` registers `node.protocols`): host key from the vault, client keys resolved like callers'.
  */
 import { Context, Data, Duration, Effect, Layer, Option, Schema, Stream } from "effect"
 import type { Redacted, Scope } from "effect"
@@ -59,7 +62,7 @@ import * as Outbound from "../peer/Outbound.js"
 import type * as CallClient from "../services/CallClient.js"
 import * as CallProtocol from "../services/CallProtocol.js"
 import * as CredentialStore from "../services/CredentialStore.js"
-import type { Address } from "../services/Endpoint.js"
+import type { Address, ProtocolHandler } from "../services/Endpoint.js"
 import * as IdentityProvider from "../services/IdentityProvider.js"
 import * as IdentityStore from "../services/IdentityStore.js"
 import { NodeConfig } from "../services/NodeConfig.js"
@@ -78,6 +81,7 @@ import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./http/Gateway.js"
 import * as NodeHome from "./NodeHome.js"
 import * as Quic from "./quic/Lazy.js"
+import * as Ssh from "./ssh/Lazy.js"
 import * as SqliteStore from "./sqlite/SqliteStore.js"
 import * as WebSocket from "./ws/WebSocket.js"
 
@@ -136,6 +140,8 @@ export class Node extends Context.Tag("alknet/Node")<Node, {
   readonly tls: Tls.TlsIdentity
   /** A listener announces where it listens, for the life of its scope (`transports`, `node/info`). */
   readonly addTransport: (transport: Transport) => Effect.Effect<void, never, Scope.Scope>
+  /** Protocols the QUIC endpoint serves beside `alknet/call`, by ALPN (`alknet/ssh` when the config has `ssh`). */
+  readonly protocols: Readonly<Record<string, ProtocolHandler>>
 }>() {}
 
 export interface WebSocketOptions {
@@ -354,6 +360,14 @@ export const make = (
       onAuthFailure: (connection) => limiter.recordAuthFailure(connection.remoteAddress.host)
     }
 
+    // SSH (`alknet/ssh`) when the config asks for it: host key from the vault, keys resolved like callers'.
+    const protocols = config.static.ssh === undefined
+      ? {}
+      : yield* Effect.mapError(
+        Ssh.handlers(config.static.ssh, authenticator, limiter),
+        (e) => fail(e._tag === "EndpointError" ? "Listen" : "Vault")(e)
+      )
+
     outbound = yield* Outbound.make(graph, {
       identity,
       // A peer we connected to is who our providers say its key is, as if it had connected to us.
@@ -372,6 +386,7 @@ export const make = (
       info,
       serve,
       tls: identity,
+      protocols,
       addTransport: (transport) =>
         Effect.acquireRelease(
           Effect.sync(() => {
@@ -437,7 +452,7 @@ export const layerQuic = (
       host: listen.host,
       port: listen.port,
       identity: node.tls,
-      handlers: { [CallProtocol.ALPN]: CallProtocol.handler(node.serve) },
+      handlers: { [CallProtocol.ALPN]: CallProtocol.handler(node.serve), ...node.protocols },
       drainTimeout: Duration.millis(config.static.drain_timeout_ms)
     }).pipe(Effect.mapError(fail("Listen")))
     yield* node.addTransport({
