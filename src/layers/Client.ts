@@ -1,7 +1,8 @@
 /**
- * `CallClient` with its transports: everything of `services/CallClient`, and a `connect` that needs no layer — it
- * dials through the `Dialer` in context when there is one (a QUIC-only or WebSocket-only client, a test transport)
- * and through both QUIC and WebSocket (`Dialers.both`) otherwise. This is the `CallClient` of the public API.
+ * `CallClient` with its transports: everything of `services/CallClient`, with a `connect` and a `layer` that need
+ * nothing — they dial through the `Dialer` in context when there is one (a QUIC-only or WebSocket-only client, the
+ * in-process `Memory` network) and through both QUIC and WebSocket (`Dialers.both`) otherwise. This is the
+ * `CallClient` of the public API; `services/CallClient` is the backend-free one (its `connect` requires a `Dialer`).
  */
 import { Effect, Layer, Option } from "effect"
 import type { Scope } from "effect"
@@ -11,10 +12,20 @@ import * as Dialers from "./Dialers.js"
 
 export * from "../services/CallClient.js"
 
-/** `CallClient.layer` over QUIC and WebSocket: the client as a service, needing nothing. */
-export const layerDefault: Layer.Layer<CallClient.CallClient | CallClient.Dialer> = Layer.provideMerge(
-  CallClient.layer,
-  Dialers.layer
+/** The `Dialer` in context, or QUIC and WebSocket when there is none. */
+const dialerOrBoth = Effect.map(Effect.serviceOption(CallClient.Dialer), Option.getOrElse(() => Dialers.both))
+
+/**
+ * `CallClient` as a service needing nothing: over the `Dialer` in context when the layer is built with one, else
+ * over QUIC and WebSocket.
+ */
+export const layer: Layer.Layer<CallClient.CallClient> = Layer.effect(
+  CallClient.CallClient,
+  Effect.map(dialerOrBoth, (dialer) =>
+    CallClient.CallClient.of({
+      connect: (address, credentials, options) =>
+        Effect.provideService(CallClient.connect(address, credentials, options), CallClient.Dialer, dialer)
+    }))
 )
 
 /**
@@ -26,9 +37,5 @@ export const connect = (
   credentials: CallClient.Credentials = {},
   options: CallClient.ConnectOptions = {}
 ): Effect.Effect<CallClient.ClientConnection, EndpointError.EndpointError, Scope.Scope> =>
-  Effect.flatMap(Effect.serviceOption(CallClient.Dialer), (dialer) =>
-    Effect.provideService(
-      CallClient.connect(address, credentials, options),
-      CallClient.Dialer,
-      Option.getOrElse(dialer, () => Dialers.both)
-    ))
+  Effect.flatMap(dialerOrBoth, (dialer) =>
+    Effect.provideService(CallClient.connect(address, credentials, options), CallClient.Dialer, dialer))

@@ -77,6 +77,7 @@ import * as Vault from "../services/Vault.js"
 import type { Config, OutboundPeer } from "../schema/Config.js"
 import { ADMIN_SCOPE, Identity, isAdmin } from "../schema/Identity.js"
 import * as Client from "./Client.js"
+import * as Dialers from "./Dialers.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./http/Gateway.js"
 import * as NodeHome from "./NodeHome.js"
@@ -551,7 +552,7 @@ export const layerWith = <E = never, R = never>(
     registryOf(options.operations),
     RateLimit.layer,
     layerIdentity,
-    Client.layerDefault
+    Layer.provideMerge(Client.layer, Dialers.layer)
   )
   return Layer.provideMerge(node, parts)
 }

@@ -50,3 +50,13 @@ it.live("the same program with the QUIC dialer does load it (the check above can
     expect(refused._tag).toBe("EndpointError")
     expect(loadedAddons().filter((s) => s.includes("quic")).length).toBe(1)
   }).pipe(Effect.scoped, Effect.provide(Dialers.layerQuic)))
+
+it.live("CallClient.layer needs nothing and uses the Dialer in context when it is built with one", () =>
+  Effect.gen(function*() {
+    const client = yield* CallClient.CallClient
+    const refused = yield* Effect.flip(client.connect("quic://127.0.0.1:9", { expectedFingerprint: "x" }))
+    expect([refused.reason, refused.message]).toEqual([
+      "Config",
+      "cannot dial quic://127.0.0.1:9: this client has no quic transport (it dials ws, wss)"
+    ])
+  }).pipe(Effect.scoped, Effect.provide(CallClient.layer.pipe(Layer.provide(Dialers.layerWebSocket)))))
