@@ -42,6 +42,15 @@ export const unsafeMake = (stream: BidiStream, onActivity: () => void = () => un
         callback(Exit.isFailure(exit) ? toError(exit.cause) : null)
       )
     },
+    // Chunks queued while a write is in flight go out as one: a transport write costs the same for 1 KiB as for
+    // 256 KiB (QUIC: ~80 ms CPU/MiB in 32 KiB writes, ~40 in 256 KiB ones), and ssh2 writes one packet at a time.
+    writev(chunks, callback) {
+      onActivity()
+      const bytes = chunks.length === 1 ? chunks[0]!.chunk as Buffer : Buffer.concat(chunks.map((c) => c.chunk as Buffer))
+      void Effect.runPromiseExit(stream.write(bytes)).then((exit) =>
+        callback(Exit.isFailure(exit) ? toError(exit.cause) : null)
+      )
+    },
     final(callback) {
       void Effect.runPromise(stream.end).then(() => callback())
     },

@@ -11,7 +11,8 @@
  *   refused; after `maxAuthAttempts` refusals, or without success within `authTimeout`, the stream is reset.
  * - **exec**: for identities with the scope `ssh:exec` (checked again, live, for every command), and, when the policy
  *   has a `commands` allow-list, only the commands it lists verbatim. The command runs with `/bin/sh -c` as the
- *   node's user; stdin, stdout, stderr and the exit status (or signal) go to the client.
+ *   node's user, in the node's environment less its `ALKNET_*` variables; stdin, stdout, stderr and the exit status
+ *   (or signal) go to the client.
  * - **direct-tcpip** (`ssh -L`): for identities with the scope `ssh:forward`, to `host:port` destinations in the
  *   policy's `forward` allow-list only (compared as the client names them).
  * - Everything else (shell, pty, X11, agent forwarding, subsystems such as SFTP, env, remote forwarding) is refused.
@@ -74,6 +75,10 @@ export interface ServerOptions {
 }
 
 const { Server, utils } = ssh2
+
+/** The node's environment without its own settings (`ALKNET_*`: a token, a home) for the commands it runs. */
+const commandEnv = (): NodeJS.ProcessEnv =>
+  Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("ALKNET_")))
 
 interface Authenticated {
   readonly identity: Identity
@@ -201,7 +206,7 @@ const makeServer = (options: ServerOptions) => {
 
       const exec = (who: Authenticated, channel: ServerChannel, command: string, identity: Identity) => {
         log("ssh exec", { identity: identity.id, command })
-        const child = spawn("/bin/sh", ["-c", command], { stdio: ["pipe", "pipe", "pipe"] })
+        const child = spawn("/bin/sh", ["-c", command], { stdio: ["pipe", "pipe", "pipe"], env: commandEnv() })
         children.add(child)
         child.stdin.on("error", () => undefined) // the command may exit without reading its input
         channel.pipe(child.stdin)

@@ -92,6 +92,18 @@ describe("SSH over alknet", () => {
       })
       expect(yield* run(session, "tr a-z A-Z", Buffer.from("hello\n"))).toMatchObject({ code: 0, stdout: "HELLO\n" })
       expect(yield* run(session, "kill -TERM $$")).toMatchObject({ code: null, signal: "SIGTERM" })
+      // The node's own settings (ALKNET_*: a token, a home) are not in the command's environment; the rest is.
+      process.env.ALKNET_TOKEN = "alk_not-for-commands"
+      process.env.SSH_TEST_VISIBLE = "visible"
+      try {
+        expect(yield* run(session, 'echo "${ALKNET_TOKEN:-unset} $SSH_TEST_VISIBLE"')).toMatchObject({
+          code: 0,
+          stdout: "unset visible\n"
+        })
+      } finally {
+        delete process.env.ALKNET_TOKEN
+        delete process.env.SSH_TEST_VISIBLE
+      }
       // Several commands on one session, and several sessions on one connection.
       const second = yield* SshClient.open(connection, { key: alice })
       expect(second.hostKey).toBe(hostKey.fingerprint)
