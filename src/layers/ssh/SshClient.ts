@@ -129,7 +129,18 @@ export const open = (connection: Connection, options: SessionOptions): Effect.Ef
           })
           opened.on("data", (chunk: Buffer) => io.stdout(chunk))
           opened.stderr.on("data", (chunk: Buffer) => io.stderr(chunk))
-          opened.on("close", () => resume(Effect.succeed(status)))
+          // The node sends the status, then EOF, then closes: the command is over at EOF, whether or not our stdin
+          // has ended (`sleep 9 | alknet ssh … -- echo hi` returns at once, as with ssh).
+          let finished = false
+          const finish = () => {
+            if (finished) return
+            finished = true
+            if (io.stdin !== undefined && !(io.stdin instanceof Uint8Array)) io.stdin.unpipe(opened)
+            opened.destroy()
+            resume(Effect.succeed(status))
+          }
+          opened.once("end", finish)
+          opened.once("close", finish)
           if (io.stdin === undefined) opened.end()
           else if (io.stdin instanceof Uint8Array) opened.end(io.stdin)
           else io.stdin.pipe(opened)
