@@ -16,6 +16,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Data, Effect, Option, Runtime } from "effect"
+import * as net from "node:net"
 import * as os from "node:os"
 import { StringDecoder } from "node:string_decoder"
 import { CliError, usage } from "./errors.js"
@@ -134,10 +135,9 @@ const run = Command.make("ssh", { address, command: commandWords, ...flags }, (o
 
     if (Option.isSome(forward)) {
       const { local, host, port } = forward.value
-      const net = yield* Effect.promise(() => import("node:net"))
       const runtime = yield* Effect.runtime<never>()
       const server = yield* Effect.acquireRelease(
-        Effect.async<import("node:net").Server, CliError>((resume) => {
+        Effect.async<net.Server, CliError>((resume) => {
           const server = net.createServer((socket) => {
             socket.on("error", () => undefined)
             void Runtime.runPromise(runtime)(Effect.scoped(Effect.gen(function*() {
@@ -159,7 +159,7 @@ const run = Command.make("ssh", { address, command: commandWords, ...flags }, (o
         }),
         (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
       )
-      const bound = (server.address() as import("node:net").AddressInfo).port
+      const bound = (server.address() as net.AddressInfo).port
       yield* Io.err(`alknet ssh: forwarding 127.0.0.1:${bound} to ${host}:${port} through ${o.address} (Ctrl-C stops)`)
       return yield* Effect.never
     }
