@@ -63,10 +63,24 @@ export const decodeEnvelope = (bytes: Uint8Array): EventEnvelope => {
   return checkEnvelope(json)
 }
 
+/**
+ * The JSON of an envelope. A `call.responded` (every subscription item) is written around its output, with the same
+ * bytes `JSON.stringify` gives the whole envelope: only the output is serialized.
+ */
+const stringifyEnvelope = (envelope: EventEnvelope): string | undefined => {
+  const payload = envelope.payload
+  if (envelope.type === "call.responded" && Object.keys(payload).length === 1 && "output" in payload) {
+    const output = JSON.stringify(payload.output)
+    if (output === undefined) return JSON.stringify(envelope)
+    return `{"type":"call.responded","id":${JSON.stringify(envelope.id)},"payload":{"output":${output}}}`
+  }
+  return JSON.stringify(envelope)
+}
+
 const stringify = (envelope: EventEnvelope): string => {
   let json: string | undefined
   try {
-    json = JSON.stringify(envelope)
+    json = stringifyEnvelope(envelope)
   } catch (e) {
     throw new CodecError({ reason: "Unserializable", message: `envelope is not serializable to JSON: ${String(e)}` })
   }

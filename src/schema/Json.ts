@@ -20,6 +20,22 @@ const isContainer = (value: unknown): value is object => {
   return proto === Object.prototype || proto === null
 }
 
+/** A container whose members are all primitives (the common case: `{n, s}`, `{i}`): one level, no walk needed. */
+const flat = (value: object): boolean => {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const member: unknown = value[i]
+      if (typeof member === "object" && member !== null) return false
+    }
+    return true
+  }
+  for (const key in value) {
+    const member: unknown = (value as Record<string, unknown>)[key]
+    if (typeof member === "object" && member !== null) return false
+  }
+  return true
+}
+
 /**
  * Whether `value` nests arrays or plain objects deeper than `maxDepth` levels. Iterative; O(size of the value) for a
  * tree (all parsed JSON). A value built in-process may share or cycle: a shared container is walked again only when
@@ -28,6 +44,7 @@ const isContainer = (value: unknown): value is object => {
 export const exceedsDepth = (value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): boolean => {
   if (!isContainer(value)) return false
   if (maxDepth < 1) return true
+  if (flat(value)) return false
   const stack: Array<object> = [value]
   const depths: Array<number> = [1]
   /** The deepest level each container was reached at (only containers below the root). */
