@@ -117,8 +117,10 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
     const runFork = yield* FiberSet.runtime(fibers)<never>()
 
     const server: Http.Server = credentials === undefined
-      ? Http.createServer()
+      ? Http.createServer({ noDelay: true })
       : Https.createServer({
+        // Small writes (the 101 answer, single envelopes) go out at once: with Nagle each waited for an ACK.
+        noDelay: true,
         cert: credentials.certificatePem,
         key: Redacted.value(credentials.privateKeyPem),
         requestCert: true,
@@ -273,6 +275,8 @@ const connectTls = (
       checkServerIdentity: (host, certificate) =>
         pinned.length > 0 ? undefined : Tls.checkServerIdentity(isIp(serverName) ? host : serverName, certificate)
     })
+    // Small writes (the upgrade request, single envelopes) go out at once: with Nagle each waited for an ACK.
+    socket.setNoDelay(true)
     const fail = (error: EndpointError.EndpointError) => {
       socket.destroy()
       resume(Effect.fail(error))
