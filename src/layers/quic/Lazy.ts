@@ -12,7 +12,9 @@ import * as EndpointError from "../../errors/EndpointError.js"
 import { Endpoint } from "../../services/Endpoint.js"
 import type * as Quic from "./Quic.js"
 
-export type { ConnectOptions, EndpointOptions, Tuning } from "./Quic.js"
+export type { ConnectOptions, EndpointOptions } from "./Quic.js"
+export { defaultTuning } from "./Tuning.js"
+export type { Tuning } from "./Tuning.js"
 
 /** Load the implementation once (the module cache keeps it); a platform without the addon gets a typed error. */
 const load = (reason: "Bind" | "Connect") =>
