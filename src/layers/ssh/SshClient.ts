@@ -71,6 +71,9 @@ export const open = (connection: Connection, options: SessionOptions): Effect.Ef
     let presented = ""
     let ended = false
     const client = new Client()
+    // ssh2 may report more than one error for one failure (e.g. the stream closing before the handshake): the first
+    // decides the outcome below; none may go unhandled.
+    client.on("error", () => undefined)
     client.once("close", () => {
       ended = true
     })
@@ -110,8 +113,6 @@ export const open = (connection: Connection, options: SessionOptions): Effect.Ef
         }
       })
     })
-    // A failure after the session is up (the node went away) surfaces in the operations; never unhandled.
-    client.on("error", () => undefined)
 
     const exec = (command: string, io: ExecIo) =>
       Effect.async<ExitStatus, SshError>((resume) => {

@@ -35,11 +35,11 @@ const peer = (peer_id: string, key: Keys.SshKey, scopes: ReadonlyArray<string>) 
 })
 
 /** A memory node serving SSH with `ssh` settings; alice may exec and forward, bob may only connect. */
-const startNode = (ssh: NonNullable<typeof Config.Encoded["ssh"]> = {}) =>
+const startNode = (ssh: NonNullable<typeof Config.Encoded["ssh"]> = {}, config: typeof Config.Encoded = {}) =>
   Effect.gen(function*() {
     const context = yield* Layer.build(Node.layerMemory({
       mnemonic: MNEMONIC,
-      config: { ssh: { auth_timeout_ms: 10000, ...ssh } }
+      config: { ...config, ssh: { auth_timeout_ms: 10000, ...ssh } }
     }))
     const node = Effect.runSync(Effect.provide(Node.Node, context))
     const store = Effect.runSync(Effect.provide(IdentityStore.IdentityStore, context))
@@ -234,5 +234,24 @@ describe("SSH over alknet", () => {
       // Once it is gone, alice may open another.
       const again = yield* SshClient.open(connection, { key: alice })
       expect(yield* run(again, "echo again")).toMatchObject({ code: 0, stdout: "again\n" })
+    }))
+
+  it.scopedLive("a commands allow-list lets ssh:exec run exactly those commands", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* startNode({ commands: ["echo allowed"] })
+      const session = yield* SshClient.open(yield* connect, { key: alice })
+      expect(yield* run(session, "echo allowed")).toMatchObject({ code: 0, stdout: "allowed\n" })
+      expect((yield* Effect.flip(run(session, "echo allowed; id"))).reason).toBe("Refused")
+    }))
+
+  it.scopedLive("refused keys count towards the address's auth-failure limit: then the address is refused", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* startNode({}, { rate_limits: { max_auth_failures_per_ip: 2 } })
+      const connection = yield* connect
+      expect((yield* Effect.flip(SshClient.open(connection, { key: carol }))).reason).toBe("Auth")
+      expect((yield* Effect.flip(SshClient.open(connection, { key: carol }))).reason).toBe("Auth")
+      // 127.0.0.1 is now blocked: even a good key's new session is cut off before the handshake.
+      const blocked = yield* Effect.flip(SshClient.open(connection, { key: alice }))
+      expect(blocked.reason).toBe("Connect")
     }))
 })
