@@ -252,4 +252,30 @@ const schema = Command.make(
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Print an operation's spec: input/output JSON Schemas, errors, access control."))
 
-export const commands = [call, subscribe, ls, schema] as const
+const openapi = Command.make(
+  "openapi",
+  { address, ...connection },
+  (o) =>
+    Effect.gen(function*() {
+      const { client } = yield* open(o)
+      const [FromCall, ToOpenApi, OperationRegistry] = yield* Effect.promise(() =>
+        Promise.all([import("../peer/FromCall.js"), import("../peer/ToOpenApi.js"), import("../services/OperationRegistry.js")])
+      )
+      // What the node lets us call, as its gateway would describe it to us.
+      const imported = yield* FromCall.fromCall(client, { visibility: "external", label: o.address }).import().pipe(
+        Effect.mapError((e) => new CliError({ code: e.reason === "Unauthorized" ? "CallForbidden" : "Internal", message: e.message }))
+      )
+      const url = /^wss?:\/\/[^/]+/.exec(o.address)?.[0].replace(/^ws/, "http")
+      yield* Io.json(ToOpenApi.document(OperationRegistry.sourceOf(imported), {
+        all: true,
+        title: `alknet node ${o.address}`,
+        ...(url === undefined ? {} : { serverUrl: url })
+      }))
+    }).pipe(Effect.scoped)
+).pipe(
+  Command.withDescription(
+    "Print the OpenAPI 3.1 document of what the node lets you call (as its HTTP gateway serves it at /openapi.json)."
+  )
+)
+
+export const commands = [call, subscribe, ls, schema, openapi] as const

@@ -29,6 +29,11 @@ export interface Options {
   readonly version?: string
   /** `servers[].url`, when known. */
   readonly serverUrl?: string
+  /**
+   * Describe every External operation of `source` whatever its access control: for a source that is already what one
+   * caller may call (e.g. imported with `from_call` under that caller's identity).
+   */
+  readonly all?: boolean
 }
 
 type JsonObject = Record<string, unknown>
@@ -284,7 +289,8 @@ export const document = (source: OperationSource, options: Options = {}): JsonOb
   const usedIds = new Set<string>(["call", "batch", "subscribe", "search", "schema", "healthz"])
   for (const registration of source.list()) {
     const spec = registration.spec
-    if (spec.visibility !== "external" || Operation.check(spec.accessControl, identity) !== undefined) continue
+    if (spec.visibility !== "external") continue
+    if (options.all !== true && Operation.check(spec.accessControl, identity) !== undefined) continue
     const streaming = spec.opType === "subscription"
     const path = `/${streaming ? "subscribe" : "call"}/${spec.name.split("/").map(encodeURIComponent).join("/")}`
     let id = operationId(streaming ? "subscribe" : "call", spec.name)

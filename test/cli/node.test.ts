@@ -205,6 +205,17 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet n
       }
     }))
 
+  it.effect("openapi prints the 3.1 document of what the caller may call, typed per operation", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      const [doc] = yield* Cli.runAllInProcess(["openapi", node.quic, "--fingerprint", node.fingerprint])
+      expect(doc.code, doc.stderr).toBe(0)
+      const document = json(doc.stdout)
+      expect(document.openapi).toBe("3.1.0")
+      expect(Object.keys(document.paths)).toEqual(expect.arrayContaining(["/call", "/call/demo/echo", "/subscribe/demo/ticks"]))
+      expect(Object.keys(document.paths)).not.toContain("/call/demo/secret") // not callable without the scope
+    }))
+
   it.effect("demo/echo answers through the node; SIGTERM drains an in-flight call, which still gets its answer", () =>
     Effect.gen(function*() {
       const { node } = yield* Shared
