@@ -171,17 +171,25 @@ const errorResult = (error: Extract<Outcome, { ok: false }>["error"]): CallToolR
 const invalidArguments = (message: string): CallToolResult =>
   errorResult({ code: "INVALID_INPUT", message, retryable: false })
 
-/** An MCP server (not yet connected to a transport) serving `backend`'s operations as tools. */
-export const makeServer = (backend: Backend, options: Options = {}): Server => {
+/** What the SDK tells a request handler about its request (the gateway puts the caller in `authInfo.extra`). */
+export type RequestExtra = Parameters<Parameters<Server["setRequestHandler"]>[1]>[1]
+
+/**
+ * An MCP server (not yet connected to a transport) serving operations as tools. `backend` is a `Backend`, or picks
+ * one per request (a session serves requests that each carry their own caller).
+ */
+export const makeServer = (backend: Backend | ((extra: RequestExtra) => Backend), options: Options = {}): Server => {
+  const backendOf = typeof backend === "function" ? backend : () => backend
   const mode = options.mode ?? "operations"
   const server = new Server(
     { name: options.name ?? "alknet", version: options.version ?? "0.1.0" },
     { capabilities: { tools: {} } }
   )
-  server.setRequestHandler(ListToolsRequestSchema, () => ({
-    tools: mode === "generic" ? [...genericTools] : [...operationTools(backend.operations()).values()].map((t) => t.tool)
+  server.setRequestHandler(ListToolsRequestSchema, (_, extra) => ({
+    tools: mode === "generic" ? [...genericTools] : [...operationTools(backendOf(extra).operations()).values()].map((t) => t.tool)
   }))
   server.setRequestHandler(CallToolRequestSchema, async (request, extra): Promise<CallToolResult> => {
+    const backend = backendOf(extra)
     const args: JsonObject = request.params.arguments ?? {}
     const signal = extra.signal
     if (mode === "operations") {

@@ -1,12 +1,13 @@
 /**
  * to_mcp through the gateway's `/mcp` (Streamable HTTP) on 127.0.0.1, driven by the official MCP SDK's `Client`: it
  * lists and calls tools, sees a domain error and a forbidden call as `isError` results with the CallError JSON, sees
- * more tools with a bearer token, uses the generic four-tool shape, and a client that gives up interrupts the handler.
+ * more tools with a bearer token, uses the generic four-tool shape; a client that cancels or drops its connection
+ * interrupts the handler; a session belongs to the caller that opened it.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
-import { Deferred, Effect, Option, Redacted, Schema } from "effect"
+import { Deferred, Effect, Option, Redacted, Schema, TestClock } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -176,26 +177,80 @@ describe("to_mcp", () => {
       ])
     }))
 
+  it.scoped("a client that cancels a tool call (notifications/cancelled) interrupts the handler", () =>
+    Effect.gen(function*() {
+      const { signals, url } = yield* serve(true)
+      const client = yield* connect(url)
+      const controller = new AbortController()
+      const pending = client.callTool({ name: "demo.slow", arguments: {} }, undefined, { signal: controller.signal }).then(
+        () => "answered",
+        () => "cancelled"
+      )
+      yield* Deferred.await(signals.started)
+      controller.abort()
+      expect(yield* Effect.promise(() => pending)).toBe("cancelled")
+      yield* Deferred.await(signals.interrupted)
+    }))
+
   it.scoped("a client that drops the connection during a tool call interrupts the handler", () =>
     Effect.gen(function*() {
       const { signals, url } = yield* serve(true)
-      // Stateless Streamable HTTP: a tools/call needs no session; the answer would come on this request's response.
+      const client = yield* connect(url)
+      const transport = client.transport as StreamableHTTPClientTransport
       const req = Http.request(url, {
         method: "POST",
-        headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-session-id": transport.sessionId!
+        }
       })
       req.on("error", () => undefined)
-      req.end(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "demo.slow", arguments: { input: null } } }))
+      req.end(JSON.stringify({ jsonrpc: "2.0", id: 99, method: "tools/call", params: { name: "demo.slow", arguments: {} } }))
       yield* Deferred.await(signals.started)
       req.destroy()
       yield* Deferred.await(signals.interrupted)
     }))
 
-  it.scoped("/mcp answers only POST; a malformed body is 400", () =>
+  it.scoped("a session belongs to the caller that opened it", () =>
     Effect.gen(function*() {
       const { url } = yield* serve(true)
-      const get = yield* Effect.promise(() => fetch(url))
-      expect(get.status).toBe(405)
+      const owner = yield* connect(url, "alk_secret_token")
+      const sessionId = (owner.transport as StreamableHTTPClientTransport).sessionId!
+      const post = (headers: Record<string, string>) =>
+        Effect.promise(() =>
+          fetch(url, {
+            method: "POST",
+            headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-session-id": sessionId, ...headers },
+            body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" })
+          }).then((r) => r.status)
+        )
+      // Without the owner's token the session does not exist for you.
+      expect(yield* post({})).toBe(404)
+      expect(yield* post({ authorization: "Bearer alk_secret_token" })).toBe(200)
+      // A request without a session must be an initialize.
+      const noSession = yield* Effect.promise(() => fetch(url))
+      expect(noSession.status).toBe(400)
+    }))
+
+  it.scoped("sessions are bounded in number, and idle ones expire", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve({ maxSessions: 1, idleTimeout: "10 minutes" })
+      const first = yield* connect(url)
+      // A second session while the first is in use: refused.
+      const refused = yield* Effect.promise(() => new Client({ name: "t", version: "1" }).connect(new StreamableHTTPClientTransport(new URL(url))).then(() => "connected", (e: Error) => e.message))
+      expect(refused).toContain("too many MCP sessions (limit 1)")
+      // After 10 idle minutes the first one expires (swept when the next session opens).
+      yield* TestClock.adjust("11 minutes")
+      const second = yield* connect(url)
+      expect((yield* Effect.promise(() => second.listTools())).tools.length).toBeGreaterThan(0)
+      const expired = yield* Effect.promise(() => first.listTools().then(() => "answered", (e: Error) => e.message))
+      expect(expired).toContain("session not found")
+    }))
+
+  it.scoped("a malformed body is 400", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve(true)
       const bad = yield* Effect.promise(() => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" }))
       expect(bad.status).toBe(400)
       expect(yield* Effect.promise(() => bad.json())).toMatchObject({ code: "BAD_REQUEST" })

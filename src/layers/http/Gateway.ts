@@ -39,12 +39,12 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Chunk, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Dispatcher from "../../call/Dispatcher.js"
 import type { OperationSource } from "../../call/Dispatcher.js"
 import * as CallError from "../../errors/CallError.js"
-import type { Outcome as ToMcpOutcome } from "../../peer/ToMcp.js"
+import type { Backend as ToMcpBackend, Outcome as ToMcpOutcome } from "../../peer/ToMcp.js"
 import * as ToOpenApi from "../../peer/ToOpenApi.js"
 import type { Identity } from "../../schema/Identity.js"
 import * as Json from "../../schema/Json.js"
@@ -84,8 +84,15 @@ export interface Options {
   readonly version?: string
   /** A tracing span per HTTP request (the platform's middleware; default off: it costs ~15% of a call's CPU). */
   readonly tracing?: boolean
-  /** Also serve MCP (Streamable HTTP) at `/mcp`: `true`, or `{mode}` (see `peer/ToMcp`). */
-  readonly mcp?: boolean | { readonly mode?: "operations" | "generic" }
+  /**
+   * Also serve MCP (Streamable HTTP) at `/mcp`: `true`, or `{mode, maxSessions, idleTimeout}` (see `peer/ToMcp`;
+   * defaults: one tool per operation, 1,024 sessions, 10 minutes idle).
+   */
+  readonly mcp?: boolean | {
+    readonly mode?: "operations" | "generic"
+    readonly maxSessions?: number
+    readonly idleTimeout?: Duration.DurationInput
+  }
 }
 
 /** The limits the gateway applies when the options do not say (the wire's defaults). */
@@ -663,7 +670,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       }
     }
 
-    // MCP (Streamable HTTP, stateless: one SDK server and transport per request, for that request's caller).
+    // MCP (Streamable HTTP, with sessions; every request is authenticated like any other).
     const mcp = options.mcp === true ? {} : options.mcp
     const [ToMcp, { StreamableHTTPServerTransport }] = yield* Effect.promise(() =>
       Promise.all([import("../../peer/ToMcp.js"), import("@modelcontextprotocol/sdk/server/streamableHttp.js")])
@@ -681,27 +688,93 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       else signal.addEventListener("abort", abort, { once: true })
       return Effect.runPromise(Fiber.join(fiber)).finally(() => signal.removeEventListener("abort", abort))
     }
+    const callerKey = (caller: Caller) =>
+      Option.isSome(caller.identity) ? `id:${caller.identity.value.id}` : `anonymous:${caller.remote.host}`
+    const mcpOptions = { mode: mcp.mode ?? "operations", maxBatch, name: options.title ?? "alknet", version: options.version ?? "0.1.0" } as const
+    /** The backend for one request: its caller, as the gateway resolved it (carried in the SDK's `authInfo`). */
+    const backendOf = (extra: { readonly authInfo?: { readonly extra?: Record<string, unknown> } }): ToMcpBackend => {
+      const caller = extra.authInfo?.extra?.caller as Caller | undefined
+      // Unreachable (every request passes through serveMcp, which sets it); nobody, to fail closed.
+      const who = caller ?? { identity: Option.none(), remote: { host: "", port: 0 } }
+      return { operations: () => callable(who.identity), external: () => callable(undefined), call: callFor(who) }
+    }
+
+    // Sessions (Streamable HTTP's `mcp-session-id`): one SDK server and transport per session, owned by the caller that
+    // initialized it; a request whose caller is not the owner does not find it. Bounded in number; idle ones expire.
+    interface Session {
+      readonly transport: InstanceType<typeof StreamableHTTPServerTransport>
+      readonly owner: string
+      lastUsed: number
+    }
+    const sessions = new Map<string, Session>()
+    const maxSessions = mcp.maxSessions ?? 1024
+    const idleMs = Duration.toMillis(Duration.decode(mcp.idleTimeout ?? "10 minutes"))
+    const closeSession = (id: string) => {
+      const session = sessions.get(id)
+      if (session === undefined) return
+      sessions.delete(id)
+      void session.transport.close()
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(() => [...sessions.keys()].forEach(closeSession)))
+
+    const jsonRpcError = (response: Http.ServerResponse, status: number, message: string, headers: Record<string, string> = {}) =>
+      writeJson(response, status, { jsonrpc: "2.0", error: { code: -32000, message }, id: null }, headers)
+
+    /** A client that drops its request's connection cancels the requests in it, as `notifications/cancelled` would. */
+    const cancelOnDisconnect = (
+      transport: InstanceType<typeof StreamableHTTPServerTransport>,
+      response: Http.ServerResponse,
+      body: unknown
+    ) => {
+      const ids = (Array.isArray(body) ? body : [body]).flatMap((m) =>
+        isRecord(m) && typeof m.method === "string" && (typeof m.id === "string" || typeof m.id === "number") ? [m.id] : []
+      )
+      if (ids.length === 0) return
+      response.on("close", () => {
+        if (response.writableFinished) return
+        for (const requestId of ids) {
+          transport.onmessage?.({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId, reason: "client disconnected" } })
+        }
+      })
+    }
+
     const serveMcp = (request: Http.IncomingMessage, response: Http.ServerResponse) =>
       Effect.gen(function*() {
-        if (request.method !== "POST") {
-          // Stateless: no server-initiated stream (GET) and no session to end (DELETE).
-          return writeJson(response, 405, { jsonrpc: "2.0", error: { code: -32000, message: "method not allowed: POST only" }, id: null }, { allow: "POST" })
-        }
         const caller = yield* callerOf(request)
         // The JSON-RPC envelope (`params.arguments.input`) wraps the input in up to four levels.
-        const body = yield* readJson(request, maxBodyBytes, maxInputDepth + 4)
-        const server = ToMcp.makeServer(
-          { operations: () => callable(caller.identity), external: () => callable(undefined), call: callFor(caller) },
-          { mode: mcp.mode ?? "operations", maxBatch, name: options.title ?? "alknet", version: options.version ?? "0.1.0" }
-        )
-        const transport = new StreamableHTTPServerTransport({ enableJsonResponse: true }) // no sessionIdGenerator: stateless
-        // The client went away (or the answer is out): close both, which aborts the calls still running.
-        response.on("close", () => {
-          void transport.close()
-          void server.close()
+        const body = request.method === "POST" ? yield* readJson(request, maxBodyBytes, maxInputDepth + 4) : undefined
+        // What each handler reads its caller from (the SDK passes `req.auth` on as `authInfo`).
+        ;(request as Http.IncomingMessage & { auth?: unknown }).auth = { token: "", clientId: callerKey(caller), scopes: [], extra: { caller } }
+        const now = yield* Clock.currentTimeMillis
+        const id = request.headers["mcp-session-id"]
+        if (typeof id === "string") {
+          const session = sessions.get(id)
+          if (session === undefined || session.owner !== callerKey(caller)) return jsonRpcError(response, 404, "session not found")
+          session.lastUsed = now
+          cancelOnDisconnect(session.transport, response, body)
+          return yield* Effect.promise(() => session.transport.handleRequest(request, response, body))
+        }
+        if (request.method !== "POST") return jsonRpcError(response, 400, "missing mcp-session-id: initialize first")
+        for (const [sessionId, session] of sessions) if (now - session.lastUsed > idleMs) closeSession(sessionId)
+        if (sessions.size >= maxSessions) {
+          return jsonRpcError(response, 503, `too many MCP sessions (limit ${maxSessions})`, { "retry-after": "1" })
+        }
+        // A new session: the transport accepts only an initialize without a session id.
+        const server = ToMcp.makeServer(backendOf, mcpOptions)
+        const transport: InstanceType<typeof StreamableHTTPServerTransport> = new StreamableHTTPServerTransport({
+          sessionIdGenerator: () => crypto.randomUUID(),
+          enableJsonResponse: true,
+          onsessioninitialized: (sessionId) => void sessions.set(sessionId, { transport, owner: callerKey(caller), lastUsed: now }),
+          onsessionclosed: (sessionId) => void sessions.delete(sessionId)
         })
+        transport.onclose = () => {
+          if (transport.sessionId !== undefined) sessions.delete(transport.sessionId)
+          void server.close()
+        }
         yield* Effect.promise(() => server.connect(transport))
         yield* Effect.promise(() => transport.handleRequest(request, response, body))
+        // Not an initialize (or a failed one): nothing to keep.
+        if (transport.sessionId === undefined || !sessions.has(transport.sessionId)) void transport.close()
       }).pipe(
         Effect.catchTag("Refusal", (refusal) => Effect.sync(() => writeRefusal(response, refusal))),
         Effect.catchAllCause(writeDefect(response, "MCP request"))
