@@ -39,7 +39,7 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Chunk, Clock, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Dispatcher from "../../call/Dispatcher.js"
 import type { OperationSource } from "../../call/Dispatcher.js"
@@ -77,6 +77,8 @@ export interface Options {
   readonly timeout?: Duration.DurationInput
   /** Largest batch (default 64 calls). */
   readonly maxBatch?: number
+  /** How often a quiet event stream gets a `: keep-alive` comment line (default 15 s). */
+  readonly sseKeepAlive?: Duration.DurationInput
   /** Nesting limit of inputs (default 64 levels). */
   readonly maxInputDepth?: number
   /** `info` of the OpenAPI document. */
@@ -203,6 +205,7 @@ const pathOf = (request: Http.IncomingMessage): string => {
 
 const decoder = new TextDecoder("utf-8", { fatal: true })
 const encoder = new TextEncoder()
+const keepAliveBytes = encoder.encode(": keep-alive\n\n")
 
 /** Read a request body as JSON: bounded in size (413), UTF-8, parsed, depth-checked; anything else is 400. */
 const readJson = (
@@ -303,6 +306,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     const source = options.source
     const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
     const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
+    const sseKeepAlive = options.sseKeepAlive ?? "15 seconds"
     const maxInputDepth = options.maxInputDepth ?? Json.DEFAULT_MAX_DEPTH
     // The envelope ({operation, input}) and a batch's array wrap the input: two levels more than the input may use.
     const maxBodyDepth = maxInputDepth + 2
@@ -431,22 +435,25 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
             ? errorResponse(prepared.left, caller, request.operation, requestId)
             : errorResponse(CallError.internal("internal error"), caller, undefined, requestId)
         }
-        const body = prepared.right.run.pipe(
-          Stream.mapChunks((items) => {
+        const events = prepared.right.run.pipe(
+          Stream.mapChunksEffect((items) => {
             let text = ""
             for (const item of items) {
               const json = stringify(item)
-              if (json === undefined) {
-                return Chunk.of(
-                  encoder.encode(text + sseEvent("error", JSON.stringify(CallError.internal("internal error").toPayload())))
-                )
-              }
+              // An item JSON cannot carry (a BigInt, a cycle) ends the stream with an error event.
+              if (json === undefined) return Effect.fail(CallError.internal("internal error"))
               text += sseEvent(undefined, json)
             }
-            return Chunk.of(encoder.encode(text))
+            return Effect.succeed(Chunk.of(encoder.encode(text)))
           }),
           Stream.concat(Stream.succeed(encoder.encode(sseEvent("completed", "{}")))),
           Stream.catchAll((error) => Stream.succeed(encoder.encode(sseEvent("error", JSON.stringify(error.toPayload())))))
+        )
+        // A comment line while the stream is quiet keeps proxies from cutting it and finds a client that is gone.
+        const body = Stream.merge(
+          events,
+          Stream.fromSchedule(Schedule.spaced(sseKeepAlive)).pipe(Stream.as(keepAliveBytes)),
+          { haltStrategy: "left" }
         )
         return HttpServerResponse.stream(body, {
           contentType: "text/event-stream",

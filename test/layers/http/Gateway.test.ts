@@ -4,7 +4,7 @@
  * Time (deadlines) runs on the TestClock: the gateway's fibers run in the test's runtime.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Option, Redacted, Schema, Scope, Stream, TestClock } from "effect"
+import { Deferred, Effect, Exit, Option, Queue, Redacted, Schema, Scope, Stream, TestClock } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Discovery from "../../../src/call/Discovery.js"
@@ -387,6 +387,24 @@ describe("HTTP gateway", () => {
         req.end(JSON.stringify({ operation: "demo/forever" }))
       })
       expect(first).toBe("data: 1\n\n")
+      yield* Deferred.await(signals.interrupted)
+    }))
+
+  it.scoped("a quiet event stream gets a keep-alive comment every 15 s", () =>
+    Effect.gen(function*() {
+      const { signals, url } = yield* serve()
+      const chunks = yield* Queue.unbounded<string>()
+      const req = Http.request(`${url}/subscribe/demo/forever`, { method: "POST", headers: { "content-type": "application/json" } }, (res) => {
+        res.setEncoding("utf8")
+        res.on("data", (chunk: string) => Queue.unsafeOffer(chunks, chunk))
+      })
+      req.on("error", () => undefined)
+      req.end("{}")
+      expect(yield* Queue.take(chunks)).toBe("data: 1\n\n")
+      yield* Deferred.await(signals.started)
+      yield* TestClock.adjust("15 seconds")
+      expect(yield* Queue.take(chunks)).toBe(": keep-alive\n\n")
+      req.destroy()
       yield* Deferred.await(signals.interrupted)
     }))
 
