@@ -41,6 +41,7 @@ import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Chunk, Clock, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
+import * as Deadlines from "../../call/Deadlines.js"
 import * as Dispatcher from "../../call/Dispatcher.js"
 import type { OperationSource } from "../../call/Dispatcher.js"
 import * as CallError from "../../errors/CallError.js"
@@ -310,8 +311,11 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     const maxInputDepth = options.maxInputDepth ?? Json.DEFAULT_MAX_DEPTH
     // The envelope ({operation, input}) and a batch's array wrap the input: two levels more than the input may use.
     const maxBodyDepth = maxInputDepth + 2
+    // One timer for every call's deadline.
+    const deadlines = yield* Deadlines.make
     const dispatcher = yield* Dispatcher.make({
       source,
+      deadlines,
       ...(options.extendEnv === undefined ? {} : { extendEnv: options.extendEnv }),
       ...(options.timeout === undefined ? {} : { defaultTimeout: options.timeout }),
       maxInputDepth
@@ -383,8 +387,17 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     const timeoutOf = (requested: number | undefined, max: number) =>
       requested === undefined ? undefined : Duration.millis(Math.min(requested, max))
 
-    /** One query or mutation, through the same dispatch as the wire. */
-    const callOne = (caller: Caller, request: CallRequest, requestId: string): Effect.Effect<unknown, CallError.CallError> =>
+    /**
+     * One query or mutation, through the same dispatch as the wire. With `expire`, the caller enforces the deadline
+     * itself by interrupting the fiber the call runs in (`expire(at)` registers that and returns its cancel): no fiber
+     * per call for the timer, as in the engine.
+     */
+    const callOne = (
+      caller: Caller,
+      request: CallRequest,
+      requestId: string,
+      expire?: (at: number) => () => void
+    ): Effect.Effect<unknown, CallError.CallError> =>
       Effect.flatMap(limits, (l) => {
         const release = acquire(caller, l.maxInFlightPerCaller)
         if (release === undefined) {
@@ -398,7 +411,12 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
           forwardedFor: Option.none(),
           timeout: timeoutOf(request.timeoutMs, l.maxCallTimeoutMs)
         }, "unary").pipe(
-          Effect.flatMap((prepared) => prepared._tag === "Unary" ? prepared.run : Effect.dieMessage("unreachable")),
+          Effect.flatMap((prepared) => {
+            if (prepared._tag !== "Unary") return Effect.dieMessage("unreachable")
+            if (expire === undefined) return prepared.run
+            if (Option.isNone(prepared.deadline)) return prepared.handler
+            return Effect.ensuring(prepared.handler, Effect.sync(expire(prepared.deadline.value)))
+          }),
           Effect.ensuring(Effect.sync(release))
         )
       })
@@ -644,12 +662,18 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
      * A client that goes away interrupts the call.
      */
     const fastCall = (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+      const requestId = crypto.randomUUID()
+      let timedOut = false
+      const expire = (at: number) =>
+        deadlines.add(at, () => {
+          timedOut = true
+          fiber.unsafeInterruptAsFork(FiberId.none)
+        })
       const fiber = runFork(
         callerOf(request).pipe(
           Effect.flatMap((caller) =>
             Effect.flatMap(callRequest("/call")(request), (call) => {
-              const requestId = crypto.randomUUID()
-              return Effect.match(callOne(caller, call, requestId), {
+              return Effect.match(callOne(caller, call, requestId, expire), {
                 onSuccess: (output) => writeJson(response, 200, okBody(requestId, output), { "x-request-id": requestId }),
                 onFailure: (error) => {
                   const status = statusOf(error, caller.identity, declaredErrors(call.operation))
@@ -662,6 +686,12 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
           Effect.catchAllCause(writeDefect(response, "HTTP call"))
         )
       )
+      // Past its deadline the call was interrupted (the handler with it): TIMEOUT.
+      fiber.addObserver(() => {
+        if (timedOut && !response.headersSent) {
+          writeJson(response, 504, CallError.timeout().toPayload(), { "x-request-id": requestId })
+        }
+      })
       response.on("close", () => {
         if (!response.writableEnded) fiber.unsafeInterruptAsFork(FiberId.none)
       })
