@@ -49,7 +49,7 @@ import type { Backend as ToMcpBackend, Outcome as ToMcpOutcome } from "../../pee
 import * as ToOpenApi from "../../peer/ToOpenApi.js"
 import type { Identity } from "../../schema/Identity.js"
 import * as Json from "../../schema/Json.js"
-import type * as CallProtocol from "../../services/CallProtocol.js"
+import * as CallProtocol from "../../services/CallProtocol.js"
 import type { Address } from "../../services/Endpoint.js"
 import * as Operation from "../../services/Operation.js"
 import * as TlsIdentity from "../../services/Tls.js"
@@ -96,14 +96,6 @@ export interface Options {
     readonly maxSessions?: number
     readonly idleTimeout?: Duration.DurationInput
   }
-}
-
-/** The limits the gateway applies when the options do not say (the wire's defaults). */
-const fallbackLimits: CallProtocol.Limits = {
-  maxInFlightPerConnection: 256,
-  maxInFlightPerCaller: 1024,
-  maxCallTimeoutMs: 10 * 60_000,
-  anonymousSubscriptionTimeoutMs: 10 * 60_000
 }
 
 /** A refusal of the gateway itself (before any operation is involved). */
@@ -321,10 +313,10 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       maxInputDepth
     })
     const limits: Effect.Effect<CallProtocol.Limits> = options.limits === undefined
-      ? Effect.succeed(fallbackLimits)
+      ? Effect.succeed(CallProtocol.defaultLimits)
       : Effect.isEffect(options.limits)
-      ? Effect.map(options.limits, (l) => ({ ...fallbackLimits, ...l }))
-      : Effect.succeed({ ...fallbackLimits, ...options.limits })
+      ? Effect.map(options.limits, (l) => ({ ...CallProtocol.defaultLimits, ...l }))
+      : Effect.succeed({ ...CallProtocol.defaultLimits, ...options.limits })
     const authenticator = options.authenticator
 
     // Calls in flight per caller (an identity, or an anonymous address).
