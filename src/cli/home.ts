@@ -1,6 +1,6 @@
 /**
- * Using a node's home from a CLI command: its config, its SQLite stores (shared with a node running on the same home,
- * which picks up every write within milliseconds) and its vault.
+ * Using a node's home from a CLI command: its config, its stores (SQLite or PostgreSQL, shared with the nodes using
+ * them, which pick up every write within milliseconds) and its vault.
  */
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Effect, Layer, Option } from "effect"
@@ -19,14 +19,17 @@ import * as Io from "./io.js"
 export const config = (home: string) =>
   Effect.zipRight(NodeHome.requireHome(home), ConfigFile.load(NodeHome.configPath(home)))
 
-/** The home's stores: `IdentityStore`, `IdentityProvider` and `CredentialStore`, on its SQLite database. */
+/**
+ * The home's stores: `IdentityStore`, `IdentityProvider` and `CredentialStore`, on its SQLite database or the
+ * PostgreSQL database its config names.
+ */
 export const stores = (home: string) =>
   Layer.unwrapEffect(
     Effect.zipWith(
       config(home),
-      // The SQLite stack loads only for the commands that use a home's stores.
-      Effect.promise(() => import("../layers/sqlite/SqliteStore.js")),
-      (c, SqliteStore) => SqliteStore.layer({ filename: NodeHome.databasePath(c.data_dir) })
+      // The store stack loads only for the commands that use a home's stores.
+      Effect.promise(() => import("../layers/Stores.js")),
+      (c, Stores) => Stores.layer(c)
     )
   )
 

@@ -3,10 +3,12 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import { Effect, Option, Redacted } from "effect"
+import { Effect, Either, Option, Redacted, Schema } from "effect"
 import * as path from "node:path"
 import * as NodeHome from "../layers/NodeHome.js"
+import { formatError, StoreConfig } from "../schema/Config.js"
 import * as Vault from "../services/Vault.js"
+import { CliError } from "./errors.js"
 import * as Io from "./io.js"
 import * as Shared from "./options.js"
 
@@ -15,7 +17,20 @@ export interface InitOptions {
   readonly words: Vault.WordCount
   readonly mnemonicStdin: boolean
   readonly storeMnemonic: boolean
+  /** A PostgreSQL URL: keep peers, API keys and credentials there instead of the home's SQLite file. */
+  readonly store?: string
 }
+
+/** `--store URL` as the config's `store`, or a usage error naming what is wrong with it. */
+const storeOf = (url: string | undefined) =>
+  url === undefined ? Effect.succeed(undefined) : Either.match(
+    Schema.decodeUnknownEither(StoreConfig)({ type: "postgres", url }, { errors: "all" }),
+    {
+      onLeft: (e) =>
+        Effect.fail(new CliError({ code: "Usage", message: `--store: ${formatError(e).replace(/^url: /, "")}` })),
+      onRight: (store) => Effect.succeed(store)
+    }
+  )
 
 /**
  * Create the home and report it through `print` (stdout for `init`, stderr when `node --init` does it, so the node's
@@ -24,6 +39,7 @@ export interface InitOptions {
 export const initHome = (options: InitOptions, print: (line: string) => Effect.Effect<void>, json = false) =>
   Effect.gen(function*() {
     const home = path.resolve(options.home)
+    const store = yield* storeOf(options.store)
     const mnemonic = options.mnemonicStdin
       ? Option.some(yield* Io.readLine("a mnemonic", "enter the mnemonic (one line)", "BadMnemonic"))
       : Option.none()
@@ -31,6 +47,7 @@ export const initHome = (options: InitOptions, print: (line: string) => Effect.E
       home,
       words: options.words,
       storeMnemonic: options.storeMnemonic,
+      ...(store === undefined ? {} : { store }),
       ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})
     }).pipe(Effect.provide(Vault.layer))
     if (json) {
@@ -71,14 +88,25 @@ const noStoreMnemonic = Options.boolean("no-store-mnemonic").pipe(
   Options.withDescription("do not keep the mnemonic in the home (it is then read from stdin when needed)")
 )
 
+const store = Options.text("store").pipe(
+  Options.withDescription(
+    "keep peers, API keys and credentials in this PostgreSQL database (postgres://USER@HOST:PORT/DB, shared by " +
+      "several nodes; the password from PGPASSWORD or ~/.pgpass) instead of the home's SQLite file"
+  ),
+  Options.optional
+)
+
 export const command = Command.make(
   "init",
-  { home: Shared.home, words, mnemonicStdin, noStoreMnemonic, json: Shared.json },
+  { home: Shared.home, words, mnemonicStdin, noStoreMnemonic, store, json: Shared.json },
   (o) =>
     initHome({
       home: o.home,
       words: Number(o.words) as Vault.WordCount,
       mnemonicStdin: o.mnemonicStdin,
-      storeMnemonic: !o.noStoreMnemonic
+      storeMnemonic: !o.noStoreMnemonic,
+      ...(Option.isSome(o.store) ? { store: o.store.value } : {})
     }, Io.out, o.json)
-).pipe(Command.withDescription("Create a node's home: config, SQLite store, and a new (or given) mnemonic."))
+).pipe(
+  Command.withDescription("Create a node's home: config, store (SQLite, or --store PostgreSQL), and a new (or given) mnemonic.")
+)

@@ -44,7 +44,13 @@ const Info = Schema.Struct({
   version: Schema.String,
   uptime_ms: Schema.Number,
   transports: Schema.Array(Schema.Struct({ kind: Schema.String, address: Schema.String })),
-  peers: Schema.Array(PeerRow)
+  peers: Schema.Array(PeerRow),
+  store: Schema.optional(Schema.Struct({
+    type: Schema.String,
+    target: Schema.String,
+    state: Schema.String,
+    last_error: Schema.NullOr(Schema.String)
+  }))
 })
 
 /** An error as the library words it, in the CLI's terms (a pinned fingerprint is `ADDR#FP` on the command line). */
@@ -101,6 +107,10 @@ export const command = Command.make(
       )
       yield* Io.out(`node ${info.id} (version ${info.version}, up ${Math.round(info.uptime_ms / 1000)} s)`)
       for (const t of info.transports) yield* Io.out(`listening ${t.address}`)
+      if (info.store !== undefined) {
+        const { last_error, state, target, type } = info.store
+        yield* Io.out(`store ${type} ${target} ${state}${last_error === null ? "" : ` (${last_error})`}`)
+      }
       if (info.peers.length === 0) return yield* Io.out("no outbound peers")
       yield* Io.table(
         ["PEER", "ADDRESS", "STATE", "OPERATIONS", "EXPORT", "LAST ERROR"],
@@ -119,4 +129,4 @@ export const command = Command.make(
         })
       )
     }).pipe(Effect.scoped)
-).pipe(Command.withDescription("Show the running node of a home: where it listens, its outbound peers and their state."))
+).pipe(Command.withDescription("Show the running node of a home: where it listens, its store, its outbound peers and their state."))

@@ -82,7 +82,7 @@ const parse = (file: string, text: string): Effect.Effect<Config.Config, ConfigE
 export const load = (file: string): Effect.Effect<Config.Config, ConfigError> =>
   Effect.flatMap(read(path.resolve(file)), (text) => parse(path.resolve(file), text))
 
-const staticFields = ["listen", "tls", "drain_timeout_ms", "data_dir", "list_peers", "ssh"] as const
+const staticFields = ["listen", "tls", "drain_timeout_ms", "data_dir", "list_peers", "ssh", "store"] as const
 
 /** Provide `NodeConfig` and `ConfigFile` from the file at `file`, reloading it on change. */
 export const layerConfig = (

@@ -8,7 +8,7 @@
  * | `Vault` (unlocked) | the node key (TLS identity), decrypts outbound tokens | `Vault.layer` + an unlock |
  * | `NodeConfig` | static + live config | `NodeConfig.layerStatic`, `ConfigFile.layerConfig` |
  * | `IdentityProvider` | who is calling | `Node.layerIdentity` (store, then config), `IdentityStore.layerMemory`, your own |
- * | `CredentialStore` | outbound peers' tokens | `CredentialStore.layerMemory`, `SqliteStore.layer` |
+ * | `CredentialStore` | outbound peers' tokens | `CredentialStore.layerMemory`, `SqliteStore.layer`, `PgStore.layer` |
  * | `OperationRegistry` | the user's operations | `Node.layerOperations(ops)`, `OperationRegistry.layer` |
  * | `RateLimiter` | per-address limits | `RateLimit.layer` |
  * | `CallClient.Dialer` | how outbound peers are dialed | `Dialers.layer` (QUIC + WebSocket), `layerQuic`, `layerWebSocket` |
@@ -65,6 +65,7 @@ import * as CredentialStore from "../services/CredentialStore.js"
 import type { Address, ProtocolHandler } from "../services/Endpoint.js"
 import * as IdentityProvider from "../services/IdentityProvider.js"
 import * as IdentityStore from "../services/IdentityStore.js"
+import * as StoreStatus from "../services/StoreStatus.js"
 import { NodeConfig } from "../services/NodeConfig.js"
 import * as NodeConfigModule from "../services/NodeConfig.js"
 import * as Operation from "../services/Operation.js"
@@ -83,7 +84,7 @@ import * as Gateway from "./http/Gateway.js"
 import * as NodeHome from "./NodeHome.js"
 import * as Quic from "./quic/Lazy.js"
 import * as Ssh from "./ssh/Lazy.js"
-import * as SqliteStore from "./sqlite/SqliteStore.js"
+import * as Stores from "./Stores.js"
 import * as WebSocket from "./ws/WebSocket.js"
 
 /** The package version, reported by `node/info`. */
@@ -118,7 +119,9 @@ export const NodeInfo = Schema.Struct({
   uptime_ms: Schema.Number,
   transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss", "memory"), address: Schema.String })),
   /** The outbound peers and how they are doing. */
-  peers: Schema.Array(Outbound.PeerInfo)
+  peers: Schema.Array(Outbound.PeerInfo),
+  /** The store and whether it is reachable (absent for in-memory stores). */
+  store: Schema.optionalWith(StoreStatus.Status, { exact: true })
 })
 export type NodeInfo = typeof NodeInfo.Type
 
@@ -321,15 +324,18 @@ export const make = (
     const transports: Array<Transport> = []
     let outbound: Outbound.Service | undefined
 
-    const info: Effect.Effect<NodeInfo> = Effect.map(
+    const storeStatus = yield* Effect.serviceOption(StoreStatus.StoreStatus)
+    const info: Effect.Effect<NodeInfo> = Effect.zipWith(
       Effect.clockWith((clock) => clock.currentTimeMillis),
-      (now) => ({
+      Option.match(storeStatus, { onNone: () => Effect.succeed(undefined), onSome: (s) => s.current }),
+      (now, store) => ({
         id: credentials.fingerprint,
         fingerprint: credentials.fingerprint,
         version: VERSION,
         uptime_ms: now - startedAt,
         transports: [...transports],
-        peers: outbound?.peers() ?? []
+        peers: outbound?.peers() ?? [],
+        ...(store === undefined ? {} : { store })
       })
     )
     const base = yield* withBuiltins(builtins(info), registry)
@@ -574,16 +580,16 @@ const unlock = <E, R>(options: HomeOptions<E, R>) =>
     yield* Vault.unlockFromFile(NodeHome.mnemonicPath(options.home), options.passphrase)
   }).pipe(Effect.mapError(fail("Vault")), Effect.provide(NodeFileSystem.layer))
 
-/** The stores of a home: SQLite in the config's `data_dir`. */
+/** The stores of a home: SQLite in the config's `data_dir`, or the PostgreSQL database its `store` names. */
 export const layerHomeStores: Layer.Layer<
-  IdentityStore.IdentityStore | IdentityProvider.IdentityProvider | CredentialStore.CredentialStore,
+  | IdentityStore.IdentityStore
+  | IdentityProvider.IdentityProvider
+  | CredentialStore.CredentialStore
+  | StoreStatus.StoreStatus,
   NodeError,
   NodeConfig
 > = Layer.unwrapEffect(
-  Effect.map(NodeConfig, (config) =>
-    SqliteStore.layer({ filename: NodeHome.databasePath(config.static.data_dir) }).pipe(
-      Layer.mapError(fail("Store"))
-    ))
+  Effect.map(NodeConfig, (config) => Stores.layer(config.static).pipe(Layer.mapError(fail("Store"))))
 )
 
 /** The config of a home: its config file, watched (requires the home to exist). */
@@ -607,7 +613,7 @@ export const layerHomeVault = <E, R>(options: HomeOptions<E, R>): Layer.Layer<Va
  */
 export const layerHome = <E = never, R = never>(
   options: HomeOptions<E, R>
-): Layer.Layer<Provided | ConfigFile.ConfigFile, NodeError | E, R> => {
+): Layer.Layer<Provided | ConfigFile.ConfigFile | StoreStatus.StoreStatus, NodeError | E, R> => {
   const config = layerHomeConfig(options.home)
   const base = Layer.mergeAll(layerHomeVault(options), Layer.provideMerge(layerHomeStores, config))
   return Layer.provideMerge(layerWith(options), base)

@@ -5,7 +5,8 @@
  * HOME/
  *   config.json        static + dynamic config (SPEC §11), watched while the node runs
  *   mnemonic           the BIP39 mnemonic, mode 0600 (absent with `--no-store-mnemonic`)
- *   data/alknet.db     SQLite: peers, API keys, credentials (the config's `data_dir`)
+ *   data/alknet.db     SQLite: peers, API keys, credentials (the config's `data_dir`), unless the config's
+ *                      `store` names a PostgreSQL database
  * ```
  *
  * `init` creates a home and refuses to touch an existing one.
@@ -13,8 +14,9 @@
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Data, Effect, Layer, Redacted } from "effect"
+import type { StoreConfig } from "../schema/Config.js"
 import * as Vault from "../services/Vault.js"
-import type * as SqliteStore from "./sqlite/SqliteStore.js"
+import type * as Stores from "./Stores.js"
 
 export const CONFIG_FILE = "config.json"
 export const MNEMONIC_FILE = "mnemonic"
@@ -60,6 +62,8 @@ export interface InitOptions {
   readonly storeMnemonic?: boolean
   /** Initial config (default `{}`: every default). */
   readonly config?: Record<string, unknown>
+  /** Keep peers, API keys and credentials here instead of SQLite (written to the config as `store`). */
+  readonly store?: StoreConfig
 }
 
 export interface Initialized {
@@ -93,18 +97,21 @@ export const init = (options: InitOptions) =>
     const mnemonic = generated ?? options.mnemonic!
 
     yield* Effect.tryPromise({ try: () => fs.mkdir(path.join(home, "data"), { recursive: true, mode: 0o700 }), catch: io(`cannot create ${home}`) })
+    // The store is created (and migrated) now, so a fresh home is complete before the node first runs
+    // (and before the mnemonic file: a store that cannot be reached leaves nothing to clean up before a retry).
+    const store = options.store ?? { type: "sqlite" as const }
+    const StoresModule: typeof Stores = yield* Effect.promise(() => import("./Stores.js"))
+    yield* Effect.scoped(Layer.build(StoresModule.layer({ data_dir: path.join(home, "data"), store })))
     if (options.storeMnemonic ?? true) {
       yield* Effect.tryPromise({
         try: () => fs.writeFile(mnemonicPath(home), `${Redacted.value(mnemonic).trim()}\n`, { mode: 0o600, flag: "wx" }),
         catch: io(`cannot write ${mnemonicPath(home)}`)
       })
     }
-    // The store is created (and migrated) now, so a fresh home is complete before the node first runs.
-    const Sqlite: typeof SqliteStore = yield* Effect.promise(() => import("./sqlite/SqliteStore.js"))
-    yield* Effect.scoped(Layer.build(Sqlite.layer({ filename: databasePath(path.join(home, "data")) })))
+    const config = options.store === undefined ? options.config ?? {} : { ...options.config, store: options.store }
     // The config file is written last: its presence is what makes the directory a home.
     yield* Effect.tryPromise({
-      try: () => fs.writeFile(configPath(home), `${JSON.stringify(options.config ?? {}, null, 2)}\n`, { flag: "wx" }),
+      try: () => fs.writeFile(configPath(home), `${JSON.stringify(config, null, 2)}\n`, { flag: "wx" }),
       catch: io(`cannot write ${configPath(home)}`)
     })
     return { fingerprint, generated } satisfies Initialized

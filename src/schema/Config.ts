@@ -1,8 +1,8 @@
 /**
  * A node's configuration file (SPEC §11): one JSON object with snake_case keys, like the wire.
  *
- * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`) are read once at start; changing them needs a
- *   restart.
+ * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`, `list_peers`, `store`) are read once at
+ *   start; changing them needs a restart.
  * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
@@ -113,6 +113,42 @@ export const SshConfig = Schema.Struct({
 }).annotations({ identifier: "SshConfig" })
 export type SshConfig = typeof SshConfig.Type
 
+/** `postgres://USER@HOST:PORT/DATABASE` (or `postgresql://`), without a password. */
+export const PostgresUrl = Schema.String.pipe(
+  Schema.filter((text) => {
+    let url: URL
+    try {
+      url = new URL(text)
+    } catch {
+      return "expected postgres://USER@HOST:PORT/DATABASE"
+    }
+    if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") return "expected postgres://USER@HOST:PORT/DATABASE"
+    if (url.password !== "") {
+      return "the URL holds a password: keep it out of the config (set PGPASSWORD, or name an environment variable " +
+        "in password_env)"
+    }
+    return true
+  }),
+  Schema.annotations({ identifier: "PostgresUrl" })
+)
+
+/**
+ * Where peers, API keys and credentials are stored.
+ * - `sqlite` (default): `data_dir/alknet.db`, one machine.
+ * - `postgres`: a PostgreSQL database shared by several nodes; a change made through any of them is applied by all
+ *   (LISTEN/NOTIFY). The password comes from the environment: the variable named by `password_env`, else what
+ *   PostgreSQL clients read anyway (`PGPASSWORD`, `~/.pgpass`).
+ */
+export const StoreConfig = Schema.Union(
+  Schema.Struct({ type: Schema.Literal("sqlite") }),
+  Schema.Struct({
+    type: Schema.Literal("postgres"),
+    url: PostgresUrl,
+    password_env: Schema.optionalWith(Schema.NonEmptyString, { exact: true })
+  })
+).annotations({ identifier: "StoreConfig" })
+export type StoreConfig = typeof StoreConfig.Type
+
 export const StaticConfig = Schema.Struct({
   listen: Schema.optionalWith(ListenAddress, { default: () => ({ host: "127.0.0.1", port: 4433 }), exact: true }),
   tls: Schema.optionalWith(TlsIdentity, { default: () => ({ type: "raw_key" as const }), exact: true }),
@@ -122,7 +158,9 @@ export const StaticConfig = Schema.Struct({
   /** Serve `services/list-peers` (each peer's operations) to callers. */
   list_peers: Schema.optionalWith(Schema.Boolean, { default: () => false, exact: true }),
   /** Serve SSH (`alknet/ssh`) on the QUIC endpoint; absent: not served. */
-  ssh: Schema.optionalWith(SshConfig, { exact: true })
+  ssh: Schema.optionalWith(SshConfig, { exact: true }),
+  /** Where peers, API keys and credentials are kept (default: SQLite in `data_dir`). */
+  store: Schema.optionalWith(StoreConfig, { default: () => ({ type: "sqlite" as const }), exact: true })
 }).annotations({ identifier: "StaticConfig" })
 export type StaticConfig = typeof StaticConfig.Type
 

@@ -27,6 +27,7 @@ describe("Config schema", () => {
         anonymous_subscription_timeout_ms: 600_000
       },
       list_peers: false,
+      store: { type: "sqlite" },
       outbound: []
     })
   })

@@ -147,6 +147,13 @@ const reasonOf = (cause: unknown): string => {
   return message !== undefined && message.length < 200 ? message : "unknown error"
 }
 
+/** Why a connection failed or closed: its code and the server's or socket's own words. */
+const connectionReason = (error: unknown): string => {
+  const code = codeOf(error)
+  const message = error instanceof Error ? error.message.slice(0, 200) : undefined
+  return [code, message].filter((part) => part !== undefined && part !== "").join(": ") || "unknown error"
+}
+
 const backend = (operation: string) => (error: SqlError): StoreError =>
   new StoreError({ reason: "Backend", message: `postgres: ${operation} failed (${reasonOf(error.cause)})` })
 
@@ -505,7 +512,9 @@ const makeStores = (
           : Effect.zipRight(
             Ref.set(status, { ...s, state, since: Date.now(), last_error: lastError }),
             state === "connected"
-              ? Effect.logInfo(`postgres ${target}: connected; index re-read`)
+              ? (s.last_error === null
+                ? Effect.logDebug(`postgres ${target}: connected`)
+                : Effect.logInfo(`postgres ${target}: reconnected; index re-read`))
               : Effect.logWarning(
                 `postgres ${target}: connection lost (${lastError}); serving the last good index, reconnecting`
               )
@@ -519,7 +528,8 @@ const makeStores = (
       Effect.gen(function*() {
         const client = listenClient()
         const closed = yield* Deferred.make<string>()
-        client.on("error", (error) => Deferred.unsafeDone(closed, Effect.succeed(reasonOf(error))))
+        // Errors on this connection are about the connection (no statement of ours is in them): say what happened.
+        client.on("error", (error) => Deferred.unsafeDone(closed, Effect.succeed(connectionReason(error))))
         client.on("end", () => Deferred.unsafeDone(closed, Effect.succeed("connection closed")))
         client.on("notification", (message) => {
           if (message.channel === CHANNEL && message.payload !== undefined) note(message.payload)
