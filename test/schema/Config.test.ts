@@ -107,6 +107,20 @@ describe("Config schema", () => {
     expect(problem(`{"peers":[{"peer_id":"a","enable":false}]}`)).toContain("peers[0].enable: is unexpected")
   })
 
+  it("store: sqlite by default, or a PostgreSQL URL without a password", () => {
+    const url = "postgres://alknet@db.internal:5432/alknet"
+    const config = Either.getOrThrow(Config.decode(JSON.stringify({ store: { type: "postgres", url, password_env: "DBPW" } })))
+    expect(config.store).toEqual({ type: "postgres", url, password_env: "DBPW" })
+    expect(problem(JSON.stringify({ store: { type: "postgres", url: "postgres://alknet:pw@db/alknet" } }))).toContain(
+      "store.url: the URL holds a password: keep it out of the config"
+    )
+    expect(problem(JSON.stringify({ store: { type: "postgres", url: "mysql://db/alknet" } }))).toContain(
+      "store.url: expected postgres://USER@HOST:PORT/DATABASE"
+    )
+    expect(problem(JSON.stringify({ store: { type: "postgres" } }))).toContain("store.url")
+    expect(problem(JSON.stringify({ store: { type: "redis" } }))).toContain("store.type")
+  })
+
   it("reports every problem at once", () => {
     const message = problem(`{"listen":"x","peers":[{"peer_id":""}]}`)
     expect(message).toContain("listen")
