@@ -196,12 +196,14 @@ const table = <A, I>(name: TableName, key: string, schema: Schema.Schema<A, I>):
 
 /**
  * Apply rows read from `t` for `keys` (all keys when `undefined`): a row present is decoded (unless unchanged), a key
- * without a row is removed. Returns the rows that did not decode; their entries keep their previous state.
+ * without a row is removed. Returns whether an entry changed, and the rows that did not decode (their entries keep
+ * their previous state).
  */
 const apply = <A>(t: Table<A>, keys: ReadonlyArray<string> | undefined, rows: ReadonlyArray<Row>) => {
   const next = new Map(t.entries)
   const seen = new Set<string>()
   const rejected: Array<StoreError> = []
+  let changed = false
   for (const row of rows) {
     const k = String(row[t.key])
     seen.add(k)
@@ -209,11 +211,14 @@ const apply = <A>(t: Table<A>, keys: ReadonlyArray<string> | undefined, rows: Re
     if (old !== undefined && sameRow(old.row, row)) continue
     const decoded = t.decode(row)
     if (Either.isLeft(decoded)) rejected.push(decoded.left)
-    else next.set(k, { seq: Number(row.seq), row, value: decoded.right })
+    else {
+      next.set(k, { seq: Number(row.seq), row, value: decoded.right })
+      changed = true
+    }
   }
-  for (const k of keys ?? [...next.keys()]) if (!seen.has(k)) next.delete(k)
-  t.entries = next
-  return rejected
+  for (const k of keys ?? [...next.keys()]) if (!seen.has(k)) changed = next.delete(k) || changed
+  if (changed) t.entries = next
+  return { changed, rejected }
 }
 
 const ordered = <A>(t: Table<A>): ReadonlyArray<A> =>
@@ -311,9 +316,10 @@ const makeStores = (
         const results = yield* sql.withTransaction(
           Effect.forEach(names, (name) => select(name, changed.get(name)))
         ).pipe(Effect.mapError(backend("load")))
-        const rejected = names.flatMap((name, i) => apply(tables[name] as Table<unknown>, changed.get(name), results[i]!))
-        yield* publish
-        return rejected
+        const applied = names.map((name, i) => apply(tables[name] as Table<unknown>, changed.get(name), results[i]!))
+        // A re-read that found nothing new (this node's own write, notified back to it) swaps nothing.
+        if (applied.some((a) => a.changed)) yield* publish
+        return applied.flatMap((a) => a.rejected)
       })
 
     const everything = new Map<TableName, undefined>([["peers", undefined], ["api_keys", undefined], [

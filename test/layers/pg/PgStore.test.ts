@@ -60,7 +60,7 @@ if (serverUrl === undefined) {
     ).pipe(Layer.provideMerge(fresh())))
 
   describe("PgStore", () => {
-    it.scoped("nodes starting at once migrate a fresh database once; a newer schema is refused", () =>
+    it.scopedLive("nodes starting at once migrate a fresh database once; a newer schema is refused", () =>
       Effect.gen(function*() {
         const url = yield* freshDatabase
         const stores = yield* Effect.forEach([1, 2, 3], () => Layer.build(store(url)), { concurrency: "unbounded" })
