@@ -136,6 +136,33 @@ if (serverUrl === undefined) {
         expect(idOf(yield* node.resolveFingerprint(ed25519(1)))).toBeUndefined()
         expect((yield* credentials.get("svc"))._tag).toBe("Some")
         expect((yield* node.listPeers).map((p) => p.peer_id)).toEqual(["meanwhile"])
+        // Its own writes work again (the pool dropped its dead connections), and reach the other node.
+        yield* node.putPeer(peer({ peer_id: "mine", fingerprints: [ed25519(3)] }))
+        yield* eventually(Effect.map(other.resolveFingerprint(ed25519(3)), Option.isSome))
+      }))
+
+    it.scopedLive("the server ends the node's connections (as on a restart): it reconnects and keeps up", () =>
+      Effect.gen(function*() {
+        const url = yield* freshDatabase
+        const here = yield* Layer.build(store(url))
+        const node = yield* Effect.provide(IdentityStore, here)
+        const status = yield* Effect.provide(StoreStatus, here)
+        const other = yield* Effect.provide(IdentityStore, yield* Layer.build(store(url)))
+        const database = new URL(url).pathname.slice(1)
+        const before = (yield* status.current).since
+        const ended = yield* query(
+          url,
+          `SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+            WHERE datname = $1 AND application_name IN ('alknet', 'alknet-listen') AND pid <> pg_backend_pid()`,
+          [database]
+        )
+        expect(ended.length).toBeGreaterThanOrEqual(2) // both nodes' listeners, at least
+        // Lost, then back: the last state change is a new one.
+        yield* eventually(Effect.map(status.current, (s) => s.state === "connected" && s.since > before))
+        yield* other.putPeer(peer({ peer_id: "after", fingerprints: [ed25519(4)] }))
+        yield* eventually(Effect.map(node.resolveFingerprint(ed25519(4)), Option.isSome))
+        yield* node.removePeer("after")
+        yield* eventually(Effect.map(other.resolveFingerprint(ed25519(4)), Option.isNone))
       }))
 
     it.scopedLive("a row that does not decode is logged and ignored; every other change still applies", () =>
