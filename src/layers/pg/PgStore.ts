@@ -493,16 +493,44 @@ const makeStores = (
       else pending.get(t)?.add(k)
       Queue.unsafeOffer(wake, undefined)
     }
-    const applier = Effect.forever(Effect.gen(function*() {
-      yield* Queue.take(wake)
-      const batch = pending
-      pending = new Map()
-      if (batch.size === 0) return
-      yield* refresh(new Map(Array.from(batch, ([name, keys]) => [name, keys && [...keys]]))).pipe(
-        // The database went away between the notification and the read: the reconnect re-reads everything.
-        Effect.catchAll((error) => Effect.logWarning(`postgres ${target}: ${error.message}`))
-      )
-    }))
+    /** Put a batch that could not be read back into `pending` (merged with what arrived meanwhile). */
+    const retry = (batch: Map<TableName, Set<string> | undefined>) => {
+      for (const [name, keys] of batch) {
+        const now = pending.get(name)
+        if (keys === undefined || (pending.has(name) && now === undefined)) pending.set(name, undefined)
+        else pending.set(name, new Set([...keys, ...(now ?? [])]))
+      }
+    }
+    const applier = Effect.gen(function*() {
+      let delay = 50
+      while (true) {
+        yield* Queue.take(wake)
+        const batch = pending
+        pending = new Map()
+        if (batch.size === 0) continue
+        // Many keys at once (a bulk change): read the table instead of a statement with thousands of parameters.
+        const changed = new Map(
+          Array.from(batch, ([name, keys]) => [name, keys === undefined || keys.size > 1000 ? undefined : [...keys]])
+        )
+        const failed = yield* refresh(changed).pipe(
+          Effect.as(false),
+          // Said once per streak of failures (a database that is away is also said by the listener).
+          Effect.catchAll((error) =>
+            Effect.as(delay === 50 ? Effect.logWarning(`postgres ${target}: ${error.message}; retrying`) : Effect.void, true)
+          )
+        )
+        if (!failed) {
+          delay = 50
+          continue
+        }
+        // The read failed (the database is going away, or a transient error): keep the batch and try again later; a
+        // reconnect re-reads everything anyway.
+        retry(batch)
+        yield* Effect.sleep(delay)
+        delay = Math.min(delay * 2, 5000)
+        yield* Queue.offer(wake, undefined)
+      }
+    })
 
     const status = yield* Ref.make<StoreStatus.Status>({
       type: "postgres",

@@ -195,6 +195,23 @@ if (serverUrl === undefined) {
         expect(idOf(yield* node.resolveFingerprint(ed25519(1)))).toBeUndefined()
       }))
 
+    it.scopedLive("bulk changes by another program (1,500 rows in one statement, TRUNCATE) are applied", () =>
+      Effect.gen(function*() {
+        const url = yield* freshDatabase
+        const node = yield* Effect.provide(IdentityStore, yield* Layer.build(store(url)))
+        yield* query(
+          url,
+          `INSERT INTO peers (peer_id, fingerprints)
+            SELECT 'bulk-' || n, jsonb_build_array('ed25519:' || lpad(to_hex(n), 64, '0')) FROM generate_series(1, 1500) n`
+        )
+        yield* eventually(Effect.map(node.listPeers, (peers) => peers.length === 1500))
+        expect(idOf(yield* node.resolveFingerprint(ed25519(1500)))).toBe("bulk-1500")
+        expect((yield* node.listPeers)[0]?.peer_id).toBe("bulk-1")
+        yield* query(url, "TRUNCATE peers")
+        yield* eventually(Effect.map(node.listPeers, (peers) => peers.length === 0))
+        expect(idOf(yield* node.resolveFingerprint(ed25519(1)))).toBeUndefined()
+      }))
+
     it.scoped("a write the database refuses is a Backend error without SQL text; the index keeps serving", () =>
       Effect.gen(function*() {
         const url = yield* freshDatabase
