@@ -10,7 +10,8 @@
  * A stream whose bytes are not valid frames (zero or oversize length, bad UTF-8 or JSON, not an envelope, EOF inside
  * a frame) is reset and reported as ended with `InvalidFrame`; the connection and its other streams carry on.
  */
-import { Deferred, Effect, FiberId, FiberSet, Option } from "effect"
+import { Deferred, Duration, Effect, FiberId, FiberSet, Option } from "effect"
+import type { Clock } from "effect"
 import type { Fiber } from "effect"
 import * as TransportError from "../errors/TransportError.js"
 import type { EventEnvelope } from "../schema/Envelope.js"
@@ -37,16 +38,38 @@ export const encodeFrames = (envelopes: ReadonlyArray<EventEnvelope>, maxFrameBy
   return Buffer.concat(frames)
 }
 
+/** The closed streams still waiting for the peer's FIN; the first one added starts the sweep. */
+class LingerSet extends Set<StreamChannel> {
+  constructor(private readonly started: () => void) {
+    super()
+  }
+
+  override add(channel: StreamChannel): this {
+    super.add(channel)
+    this.started()
+    return this
+  }
+}
+
 type Fork = (effect: Effect.Effect<void>) => Fiber.RuntimeFiber<void, never>
+
+/** How long a closed stream may wait for the peer's FIN before it is reset (the FIN may never come). */
+const LINGER_MS = 2000
 
 class StreamChannel implements Channel {
   /** The engine is done with it (closed or reset): nothing more is reported. */
   done = false
+  /** The peer finished its side (or the stream failed): nothing more to read. */
+  readEnded = false
+  /** When the engine closed it while the peer had not finished yet. */
+  closedAt = 0
 
   constructor(
     readonly stream: BidiStream,
     private readonly fork: Fork,
-    private readonly maxFrameBytes: number
+    private readonly maxFrameBytes: number,
+    private readonly lingering: LingerSet,
+    private readonly now: () => number
   ) {}
 
   write = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
@@ -66,15 +89,27 @@ class StreamChannel implements Channel {
   close = (): void => {
     if (this.done) return
     this.done = true
-    // FIN our side, and stop reading without waiting for the peer's FIN (it may never come).
+    // FIN our side. The peer's FIN normally follows at once (it finishes when it has our answer, or has just sent its
+    // own): the read loop takes it and the stream is complete without a STOP_SENDING. Nothing waits for it: the call
+    // is already done, and a stream whose FIN does not come within LINGER_MS is reset by the sweep.
     this.fork(this.stream.end)
-    this.fork(this.stream.reset)
+    if (!this.readEnded) {
+      this.closedAt = this.now()
+      this.lingering.add(this)
+    }
   }
 
   reset = (): void => {
-    if (this.done) return
+    if (this.done && !this.lingering.has(this)) return
     this.done = true
+    this.lingering.delete(this)
     this.fork(this.stream.reset)
+  }
+
+  /** The read side is over (FIN, reset, or failure). */
+  readOver(): void {
+    this.readEnded = true
+    this.lingering.delete(this)
   }
 }
 
@@ -90,7 +125,9 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
   const read = (channel: StreamChannel): Effect.Effect<void> => {
     const decoder = new Codec.FrameDecoder(maxFrameBytes)
     const ended = (error: TransportError.TransportError | undefined) => {
-      if (channel.done) return Effect.void
+      channel.readOver()
+      // a closed stream the peer reset instead of finishing: release our side too
+      if (channel.done) return error === undefined ? Effect.void : channel.stream.reset
       if (error !== undefined && error.reason === "InvalidFrame") channel.reset()
       receiver!.ended(channel, error)
       return Effect.void
@@ -98,7 +135,14 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
     const loop: Effect.Effect<void> = Effect.matchEffect(channel.stream.read, {
       onFailure: ended,
       onSuccess: (chunk) => {
-        if (channel.done) return Effect.void
+        if (channel.done) {
+          // closed by the engine: read on (discarding) until the peer's FIN completes the stream
+          if (Option.isNone(chunk)) {
+            channel.readOver()
+            return Effect.void
+          }
+          return loop
+        }
         let envelopes: Array<EventEnvelope>
         try {
           if (Option.isNone(chunk)) {
@@ -120,8 +164,25 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
     return loop
   }
 
+  let clock: Clock.Clock | undefined
+  const now = () => clock!.unsafeCurrentTimeMillis()
+  /** Reset the closed streams whose FIN did not come in time; runs only while some stream lingers. */
+  let sweeping = false
+  const sweep: Effect.Effect<void> = Effect.suspend(() => {
+    const limit = now() - LINGER_MS
+    for (const channel of lingering) if (channel.closedAt <= limit) channel.reset()
+    if (lingering.size > 0) return Effect.zipRight(Effect.sleep(Duration.millis(LINGER_MS / 2)), sweep)
+    sweeping = false
+    return Effect.void
+  })
+  const lingering = new LingerSet(() => {
+    if (sweeping || fork === undefined) return
+    sweeping = true
+    fork(Effect.zipRight(Effect.sleep(Duration.millis(LINGER_MS / 2)), sweep))
+  })
+
   const start = (stream: BidiStream): StreamChannel => {
-    const channel = new StreamChannel(stream, fork!, maxFrameBytes)
+    const channel = new StreamChannel(stream, fork!, maxFrameBytes, lingering, now)
     fork!(read(channel))
     return channel
   }
@@ -132,6 +193,7 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
       Effect.scoped(Effect.gen(function*() {
         receiver = to
         fork = yield* FiberSet.makeRuntime<never, void, never>()
+        clock = yield* Effect.clock
         yield* Deferred.succeed(running, undefined)
         const accept: Effect.Effect<void> = Effect.matchEffect(connection.acceptBidi, {
           onFailure: () => Effect.void,
