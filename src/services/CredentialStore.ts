@@ -2,7 +2,8 @@
  * Encrypted credentials keyed by provider name (SPEC §13): `get` is served from memory, `put` / `delete` persist.
  * The store only ever holds {@link EncryptedData} — it never sees a key and never decrypts (that is the vault's job).
  *
- * Backends: {@link layerMemory} (here) and SQLite (`layers/sqlite`, sharing the identity store's database).
+ * Backends: {@link layerMemory} (here), SQLite (`layers/sqlite`) and PostgreSQL (`layers/pg`), each sharing the
+ * identity store's database.
  */
 import { Context, Effect, Either, Layer, Option, Schema } from "effect"
 import { notFound, StoreError } from "../errors/StoreError.js"

@@ -5,8 +5,8 @@
  * message: the statement committed, but another writer left a row that does not decode, so the index stays as it
  * was until that row is fixed.)
  *
- * Backends: {@link layerMemory} (here) and SQLite (`layers/sqlite`). Both layers provide `IdentityStore` and
- * `IdentityProvider` from the same object. A config-file node has no store: the file is its write path.
+ * Backends: {@link layerMemory} (here), SQLite (`layers/sqlite`) and PostgreSQL (`layers/pg`). Each layer provides
+ * `IdentityStore` and `IdentityProvider` from the same object. A config-file node has no store: the file is its write path.
  */
 import { Context, Effect, Either, Layer, Option, Schema, Stream, SubscriptionRef } from "effect"
 import type { DateTime, ParseResult, Redacted } from "effect"
