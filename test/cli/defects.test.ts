@@ -137,7 +137,7 @@ describe("alknet command line: options, subcommands, help (in-process)", () => {
       const token = yield* Cli.runInProcess(["token", "--home", "X"])
       expectOneLine(token, 2, /^alknet: alknet token needs a subcommand \(create, list, revoke\) before --home$/)
       const frob = yield* Cli.runInProcess(["--verbose", "frob"])
-      expectOneLine(frob, 2, /^alknet: unknown command 'frob'; commands: init, node, call, subscribe, ls, schema, status/)
+      expectOneLine(frob, 2, /^alknet: unknown command 'frob'; commands: init, node, call, subscribe, ls, schema, openapi, status, peer, token, credential, ssh$/)
       // @effect/cli's own parse errors carry the prefix too, and --verbose adds nothing to them.
       const missing = yield* Cli.runInProcess(["call", "quic://127.0.0.1:1", "--verbose"])
       expectOneLine(missing, 2, /^alknet: Missing argument <operation>$/)
