@@ -4,23 +4,21 @@
  *
  * TLS:
  * - Both sides present their `Tls.TlsIdentity`. The server asks every client for a certificate and does not check
- *   it against any CA: identity is the fingerprint (`Connection.peerFingerprint`). The library cannot ask for a
- *   certificate without also requiring one (its `verifyPeer` sets FAIL_IF_NO_PEER_CERT), so `connect` always
- *   presents one: the caller's identity, or an ephemeral self-signed one that resolves to nobody.
+ *   it against any CA: identity is the fingerprint (`Connection.peerFingerprint`). quiche's binding cannot ask for a
+ *   certificate without also requiring one, so `connect` always presents one: the caller's identity, or an
+ *   ephemeral self-signed one that resolves to nobody. An endpoint with `clientCertificates: "ignored"` asks for
+ *   none and also serves clients that have no certificate (third-party QUIC clients; identity by bearer token).
  * - The client verifies the server by what it knows: a pinned fingerprint (`expectedFingerprint`) must match; with
  *   no pin the certificate must pass CA verification (`ca`, else the system store) for `serverName` (default: the
  *   host). An unknown Ed25519 self-signed server therefore fails closed. There is no "accept any".
  */
-import { QUICClient, QUICServer, errors, events } from "@matrixai/quic"
-import type { QUICConfig, QUICConnection } from "@matrixai/quic"
-import Logger, { LogLevel } from "@matrixai/logger"
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto"
 import { Duration, Effect, FiberSet, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
 import * as EndpointError from "../../errors/EndpointError.js"
 import { Endpoint, checkHandlers, DEFAULT_DRAIN_TIMEOUT, serveConnection } from "../../services/Endpoint.js"
 import type { Address, Connection, ProtocolHandler } from "../../services/Endpoint.js"
 import * as Tls from "../../services/Tls.js"
+import * as Driver from "./Driver.js"
 import * as QuicConnection from "./QuicConnection.js"
 
 import { defaultTuning } from "./Tuning.js"
@@ -29,43 +27,22 @@ import type { Tuning } from "./Tuning.js"
 export { defaultTuning } from "./Tuning.js"
 export type { Tuning } from "./Tuning.js"
 
-const quicConfig = (tuning: Partial<Tuning> | undefined): Partial<QUICConfig> => {
-  const { udpBufferSize: _, ...config } = { ...defaultTuning, ...tuning }
-  return { ...config, initialMaxStreamDataUni: 0, initialMaxStreamsUni: 0 }
-}
-const udpBufferSize = (tuning: Partial<Tuning> | undefined) => tuning?.udpBufferSize ?? defaultTuning.udpBufferSize
+const settings = (tuning: Partial<Tuning> | undefined): Tuning => ({ ...defaultTuning, ...tuning })
 
-/** The library logs every connection event; we surface what matters as typed errors instead. */
-const logger = new Logger("alknet/quic", LogLevel.SILENT)
-
-const toArrayBuffer = (bytes: Buffer): ArrayBuffer =>
-  bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer
-
-/** Retry tokens and connection ids: HMAC-SHA256 under a per-endpoint random key. */
-const serverCrypto = () => ({
-  key: toArrayBuffer(randomBytes(32)),
-  ops: {
-    sign: async (key: ArrayBuffer, data: ArrayBuffer) =>
-      toArrayBuffer(createHmac("sha256", Buffer.from(key)).update(Buffer.from(data)).digest()),
-    verify: async (key: ArrayBuffer, data: ArrayBuffer, sig: ArrayBuffer) => {
-      const expected = createHmac("sha256", Buffer.from(key)).update(Buffer.from(data)).digest()
-      return sig.byteLength === expected.length && timingSafeEqual(expected, Buffer.from(sig))
-    }
-  }
+const driverOptions = (t: Tuning): Driver.DriverOptions => ({
+  maxSendUdpPayloadSize: t.maxSendUdpPayloadSize,
+  readableChunkSize: t.readableChunkSize,
+  keepAliveIntervalTime: t.keepAliveIntervalTime,
+  udpBufferSize: t.udpBufferSize
 })
-const clientCrypto = {
-  ops: { randomBytes: async (data: ArrayBuffer) => void randomBytes(data.byteLength).copy(Buffer.from(data)) }
-}
 
-const CERTIFICATE_REQUIRED = 0x100 + 116
-const BAD_CERTIFICATE = 0x100 + 42
+const checkTuning = (t: Tuning): string | undefined =>
+  t.maxIdleTimeout !== 0 && t.keepAliveIntervalTime >= t.maxIdleTimeout
+    ? `keepAliveIntervalTime (${t.keepAliveIntervalTime} ms) must be below maxIdleTimeout (${t.maxIdleTimeout} ms)`
+    : undefined
 
-/** Server side: any parseable certificate is accepted; who it is gets decided by its fingerprint. */
-const acceptAnyClientCertificate = async (certs: Array<Uint8Array>) => {
-  const leaf = certs[0]
-  if (leaf === undefined) return CERTIFICATE_REQUIRED
-  return Option.isSome(Tls.fingerprint(leaf)) ? undefined : BAD_CERTIFICATE
-}
+const CERTIFICATE_REQUIRED = 116
+const BAD_CERTIFICATE = 42
 
 // ---------------------------------------------------------------------------------------------------------------
 // Endpoint
@@ -81,6 +58,13 @@ export interface EndpointOptions {
   readonly handlers: Readonly<Record<string, ProtocolHandler>>
   /** How long closing the endpoint lets open streams finish (default 2 s). */
   readonly drainTimeout?: Duration.DurationInput
+  /**
+   * `required` (default): every client presents a certificate (any, checked by nobody: its fingerprint is its
+   * identity); a client without one is refused in the handshake (TLS alert 116). `ignored`: no certificate is asked
+   * for, so clients without one connect too, and identity comes only from bearer tokens (as on WebSocket).
+   * SPEC §3's "request but do not require" is not possible through quiche's binding: see `Driver.makeConfig`.
+   */
+  readonly clientCertificates?: "required" | "ignored"
   readonly tuning?: Partial<Tuning>
 }
 
@@ -94,19 +78,21 @@ export const makeEndpoint = (
   Effect.gen(function*() {
     const problem = checkHandlers(options.handlers)
     if (problem !== undefined) return yield* EndpointError.make("Config", problem)
+    const tuning = settings(options.tuning)
+    const badTuning = checkTuning(tuning)
+    if (badTuning !== undefined) return yield* EndpointError.make("Config", badTuning)
     const alpns = Object.keys(options.handlers)
     const drainTimeout = options.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT
     const credentials = yield* Tls.load(options.identity)
     const live = new Set<QuicConnection.QuicConnection>()
     // Closed after the server (scope finalizers run in reverse): interrupts any handler still running.
     const run = yield* FiberSet.makeRuntime<never, void, never>()
+    const clientCertificates = options.clientCertificates ?? "required"
+    const host = options.host ?? "127.0.0.1"
+    const port = options.port ?? 0
 
-    const serve = (quic: QUICConnection) => {
-      const connection = QuicConnection.make(
-        quic,
-        "server",
-        ({ force, code, reason }) => quic.stop({ isApp: true, errorCode: code, reason: Buffer.from(reason), force })
-      )
+    const serve = (driven: Driver.QuicConnection) => {
+      const connection = QuicConnection.make(driven, "server", async () => undefined)
       const handler = options.handlers[connection.alpn]
       live.add(connection)
       run(
@@ -119,50 +105,46 @@ export const makeEndpoint = (
       )
     }
 
-    const server = new QUICServer({
-      crypto: serverCrypto(),
-      config: {
-        ...quicConfig(options.tuning),
-        key: Redacted.value(credentials.privateKeyPem),
-        cert: credentials.certificatePem,
-        verifyPeer: true,
-        verifyCallback: acceptAnyClientCertificate,
-        applicationProtos: alpns
-      },
-      codeToReason: QuicConnection.codeToReason,
-      reasonToCode: QuicConnection.reasonToCode,
-      logger
-    })
-    const onConnection = (event: events.EventQUICServerConnection) => serve(event.detail)
+    /** Any parseable certificate is accepted (who it is gets decided by its fingerprint), and so is none. */
+    const verifyClient = (driven: Driver.QuicConnection): number | undefined => {
+      const leaf = driven.native.peerCertChain()?.[0]
+      if (leaf === undefined) return clientCertificates === "required" ? CERTIFICATE_REQUIRED : undefined
+      return Option.isSome(Tls.fingerprint(leaf)) ? undefined : BAD_CERTIFICATE
+    }
 
-    yield* Effect.acquireRelease(
+    const server = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          server.addEventListener(events.EventQUICServerConnection.name, onConnection as QuicConnection.Listener)
-          await server.start({ host: options.host ?? "127.0.0.1", port: options.port ?? 0 })
-          QuicConnection.setUdpBufferSize(server, udpBufferSize(options.tuning))
-        },
-        catch: (e) =>
-          EndpointError.make(
-            "Bind",
-            `cannot listen on ${options.host ?? "127.0.0.1"}:${options.port ?? 0}: ${e instanceof Error ? e.message : String(e)}`
+          const config = Driver.makeConfig({
+            ...tuning,
+            key: Redacted.value(credentials.privateKeyPem),
+            cert: credentials.certificatePem,
+            verifyPeer: clientCertificates === "required",
+            allowAnyCertificate: true,
+            alpns
+          })
+          return Driver.QuicServer.listen(
+            { host, port, bufferSize: tuning.udpBufferSize },
+            config,
+            driverOptions(tuning),
+            verifyClient,
+            serve
           )
+        },
+        catch: (e) => EndpointError.make("Bind", `cannot listen on ${host}:${port}: ${e instanceof Error ? e.message : String(e)}`)
       }),
-      () =>
+      (server) =>
         Effect.gen(function*() {
           // Graceful stop: no new connections or streams; open streams finish. At the deadline, reset them.
-          const stopping = server.stop({ isApp: true, errorCode: 0, force: false }).catch(() => undefined)
+          server.stopAccepting()
+          const connections = server.connections()
           // Interruptible so the timeout can cut the wait short inside this (uninterruptible) finalizer.
-          const drained = yield* Effect.promise(() => stopping).pipe(
+          yield* Effect.promise(() => Promise.all(connections.map((c) => c.drained()))).pipe(
             Effect.interruptible,
             Effect.timeout(drainTimeout),
-            Effect.option
+            Effect.ignore
           )
-          if (Option.isNone(drained)) {
-            for (const connection of live) yield* connection.destroyStreams
-            yield* Effect.promise(() => stopping)
-          }
-          server.removeEventListener(events.EventQUICServerConnection.name, onConnection as QuicConnection.Listener)
+          yield* Effect.promise(() => server.close())
         })
     )
 
@@ -213,21 +195,25 @@ const connectError = (
       `server ${target} presented ${mismatch}, which is not the pinned ${pinned.join(" or ")}`
     )
   }
-  if (error instanceof errors.ErrorQUICConnectionPeerTLS) {
-    const info = QuicConnection.closeInfo(error)
-    return info.code === 0x100 + 120
-      ? EndpointError.make("AlpnRefused", `server ${target} does not serve ALPN ${JSON.stringify(alpn)}`)
-      : EndpointError.make("Rejected", `server ${target} refused the connection: ${info.reason}`)
-  }
-  if (error instanceof errors.ErrorQUICConnectionLocalTLS) {
-    return EndpointError.make(
-      "Untrusted",
-      `the certificate of server ${target} is not trusted (not signed by a trusted CA for this name, or a self-signed ` +
-        `identity); pin its fingerprint with expectedFingerprint to connect to a known peer`
-    )
-  }
-  if (error instanceof errors.ErrorQUICClientCreateTimeout || error instanceof errors.ErrorQUICConnectionStartTimeout) {
-    return EndpointError.make("Connect", `timed out connecting to ${target}`)
+  if (error === "timeout") return EndpointError.make("Connect", `timed out connecting to ${target}`)
+  if (typeof error === "object" && error !== null && "by" in error) {
+    const info = error as Driver.CloseInfo
+    const alert = Driver.tlsAlert(info)
+    if (info.by === "peer" && alert === 120) {
+      return EndpointError.make("AlpnRefused", `server ${target} does not serve ALPN ${JSON.stringify(alpn)}`)
+    }
+    if (info.by === "local" && (info.tlsFail === true || alert !== undefined)) {
+      return EndpointError.make(
+        "Untrusted",
+        `the certificate of server ${target} is not trusted (not signed by a trusted CA for this name, or a self-signed ` +
+          `identity); pin its fingerprint with expectedFingerprint to connect to a known peer`
+      )
+    }
+    if (info.by === "peer") {
+      return EndpointError.make("Rejected", `server ${target} refused the connection: ${Driver.closeReason(info)}`)
+    }
+    if (info.by === "idle") return EndpointError.make("Connect", `timed out connecting to ${target}`)
+    return EndpointError.make("Connect", `cannot connect to ${target}: ${Driver.closedMessage(info)}`)
   }
   return EndpointError.make("Connect", `cannot connect to ${target}: ${error instanceof Error ? error.message : String(error)}`)
 }
@@ -241,6 +227,9 @@ export const connect = (
   options: ConnectOptions
 ): Effect.Effect<Connection, EndpointError.EndpointError, Scope.Scope> =>
   Effect.gen(function*() {
+    const tuning = settings(options.tuning)
+    const badTuning = checkTuning(tuning)
+    if (badTuning !== undefined) return yield* EndpointError.make("Config", badTuning)
     const credentials = options.identity === undefined ? yield* ephemeralCredentials : yield* Tls.load(options.identity)
     const pinned = options.expectedFingerprint === undefined
       ? []
@@ -248,49 +237,42 @@ export const connect = (
       ? [options.expectedFingerprint]
       : options.expectedFingerprint
     let mismatch: string | undefined
-    const verification: Partial<QUICConfig> = pinned.length > 0
-      ? {
-        verifyCallback: async (certs: Array<Uint8Array>) => {
-          const presented = Option.flatMap(Option.fromNullable(certs[0]), Tls.fingerprint)
-          if (Option.isSome(presented) && pinned.includes(presented.value)) return undefined
-          mismatch = Option.getOrElse(presented, () => "no usable certificate")
-          return BAD_CERTIFICATE
-        }
-      }
-      : options.ca === undefined
-      ? {}
-      : { ca: typeof options.ca === "string" ? options.ca : [...options.ca] }
+    const verifyServer = (driven: Driver.QuicConnection): number | undefined => {
+      if (pinned.length === 0) return undefined // BoringSSL verified the chain and the name
+      const presented = Option.flatMap(Option.fromNullable(driven.native.peerCertChain()?.[0]), Tls.fingerprint)
+      if (Option.isSome(presented) && pinned.includes(presented.value)) return undefined
+      mismatch = Option.getOrElse(presented, () => "no usable certificate")
+      return BAD_CERTIFICATE
+    }
     const timeout = Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
 
     const client = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: (signal) =>
-          QUICClient.createQUICClient({
-            host: address.host,
-            port: address.port,
-            serverName: options.serverName ?? address.host,
-            localHost: address.host.includes(":") ? "::" : "0.0.0.0",
-            crypto: clientCrypto,
-            config: {
-              ...quicConfig(options.tuning),
-              ...verification,
+          Driver.connect(
+            address,
+            options.serverName ?? address.host,
+            Driver.makeConfig({
+              ...tuning,
               key: Redacted.value(credentials.privateKeyPem),
               cert: credentials.certificatePem,
+              ca: pinned.length > 0 || options.ca === undefined
+                ? undefined
+                : typeof options.ca === "string"
+                ? options.ca
+                : options.ca.join("\n"),
               verifyPeer: true,
-              applicationProtos: [options.alpn]
-            },
-            codeToReason: QuicConnection.codeToReason,
-            reasonToCode: QuicConnection.reasonToCode,
-            logger
-          }, { timer: timeout, signal }),
+              allowAnyCertificate: pinned.length > 0,
+              alpns: [options.alpn]
+            }),
+            driverOptions(tuning),
+            verifyServer,
+            timeout,
+            signal
+          ),
         catch: (e) => connectError(address, options.alpn, e, mismatch, pinned)
       }),
-      (client) => Effect.promise(() => client.destroy({ force: true }).catch(() => undefined))
+      (client) => Effect.promise(() => client.close())
     )
-    QuicConnection.setUdpBufferSize(client, udpBufferSize(options.tuning))
-    return QuicConnection.make(
-      client.connection,
-      "client",
-      ({ force, code, reason }) => client.destroy({ isApp: true, errorCode: code, reason: Buffer.from(reason), force })
-    )
+    return QuicConnection.make(client.connection, "client", client.close)
   })
