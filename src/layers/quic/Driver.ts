@@ -112,8 +112,13 @@ export class QuicStream {
 
   /** Call `wake` once when a read may make progress (data, FIN, reset, or the connection closing). */
   onReadable(wake: () => void): void {
+    // Level-triggered: whatever happened between the last `tryRead` and now (the fiber may have yielded) counts.
+    const c = this.connection
+    if (this.readDone || c.closeInfo !== undefined || c.native.streamReadable(this.id) || c.native.streamFinished(this.id)) {
+      return wake()
+    }
     this.readWaiter = wake
-    this.connection.readWaiting.add(this)
+    c.readWaiting.add(this)
   }
 
   /** Write as much of `chunk` as the peer's window takes; returns the count (0: wait with `onWritable`). */
@@ -135,8 +140,10 @@ export class QuicStream {
 
   /** Call `wake` once when the peer's window opens (or the stream/connection fails). */
   onWritable(wake: () => void): void {
+    if (this.writeDone || this.failure !== undefined || this.connection.closeInfo !== undefined) return wake()
     this.writeWaiter = wake
     this.connection.writeWaiting.add(this)
+    this.checkWritable()
   }
 
   /** Send our FIN. Idempotent; no-op after a reset or a failure. */
@@ -354,6 +361,7 @@ export class QuicConnection {
 
   /** Call `wake` once the peer grants more streams (or the connection closes). */
   onStreamCredit(wake: () => void): void {
+    if (this.closeInfo !== undefined || this.native.peerStreamsLeftBidi() > 0) return wake()
     this.creditWaiters.push(wake)
   }
 
