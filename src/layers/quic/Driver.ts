@@ -30,6 +30,7 @@ const TYPE_INITIAL = 0
 const SEND_POOL = 1024 * 1024
 /** Sweep finished streams that quiche collected once this many have piled up. */
 const LINGER_SWEEP = 256
+const EMPTY = new Uint8Array(0)
 
 export { quiche }
 export type { Config, ConnectionError, NativeConnection }
@@ -71,7 +72,9 @@ export class QuicStream {
   private readDone = false
   /** We sent our FIN (or reset our side). */
   private writeDone = false
-  private failure: StreamFailure | undefined
+  /** Why reads / writes end in an error (a peer reset ends only reads; a peer stop only writes). */
+  private readFailure: StreamFailure | undefined
+  private writeFailure: StreamFailure | undefined
   private readWaiter: (() => void) | undefined
   private writeWaiter: (() => void) | undefined
 
@@ -80,7 +83,7 @@ export class QuicStream {
   /** The next chunk; `null` at the peer's FIN; `undefined` when nothing is there yet (then `onReadable`). */
   tryRead(): Uint8Array | null | undefined {
     if (this.readDone) {
-      if (this.failure !== undefined && this.failure.kind !== "stopped") throw this.failure
+      if (this.readFailure !== undefined) throw this.readFailure
       return null
     }
     const c = this.connection
@@ -94,7 +97,7 @@ export class QuicStream {
       const failure = code !== undefined
         ? new StreamFailure("reset", code, `stream reset by peer (code ${code})`)
         : new StreamFailure("io", 0, `stream read failed: ${e instanceof Error ? e.message : String(e)}`)
-      this.failure = failure
+      this.readFailure = failure
       this.readDone = true
       this.settle()
       throw failure
@@ -123,8 +126,8 @@ export class QuicStream {
 
   /** Write as much of `chunk` as the peer's window takes; returns the count (0: wait with `onWritable`). */
   trySend(chunk: Uint8Array): number {
-    if (this.writeDone || this.failure !== undefined) {
-      throw this.failure ?? new StreamFailure("local", 0, "stream already ended")
+    if (this.writeDone || this.writeFailure !== undefined) {
+      throw this.writeFailure ?? new StreamFailure("local", 0, "stream already ended")
     }
     const c = this.connection
     if (c.closeInfo !== undefined) throw c.closedFailure()
@@ -140,7 +143,7 @@ export class QuicStream {
 
   /** Call `wake` once when the peer's window opens (or the stream/connection fails). */
   onWritable(wake: () => void): void {
-    if (this.writeDone || this.failure !== undefined || this.connection.closeInfo !== undefined) return wake()
+    if (this.writeDone || this.writeFailure !== undefined || this.connection.closeInfo !== undefined) return wake()
     this.writeWaiter = wake
     this.connection.writeWaiting.add(this)
     this.checkWritable()
@@ -151,7 +154,7 @@ export class QuicStream {
     if (this.writeDone) return
     this.writeDone = true
     const c = this.connection
-    if (c.closeInfo === undefined && this.failure === undefined) {
+    if (c.closeInfo === undefined && this.writeFailure === undefined) {
       try {
         c.native.streamSend(this.id, new Uint8Array(0), true)
       } catch {
@@ -174,7 +177,9 @@ export class QuicStream {
       this.writeDone = true
       if (open) this.shutdown(SHUTDOWN_WRITE, code)
     }
-    this.failure ??= new StreamFailure("local", code, "stream was reset locally")
+    const local = new StreamFailure("local", code, "stream was reset locally")
+    this.readFailure ??= local
+    this.writeFailure ??= local
     if (open) c.scheduleFlush()
     this.wakeAll()
     this.settle()
@@ -187,10 +192,38 @@ export class QuicStream {
   /** @internal: the connection saw this stream in quiche's readable set. */
   wakeReader(): void {
     const wake = this.readWaiter
-    if (wake === undefined) return
+    if (wake === undefined) {
+      this.peekReset()
+      return
+    }
     this.readWaiter = undefined
     this.connection.readWaiting.delete(this)
     wake()
+  }
+
+  /**
+   * Readable while nobody reads: look, without taking any data (a zero-length read), whether the peer reset the
+   * stream or finished it. Either ends our read side now, so quiche can collect the stream and grant the peer a new
+   * one even if the application never reads it again (a handler that answered and walked away).
+   */
+  private peekReset(): void {
+    if (this.readDone) return
+    let result: [number, boolean] | null
+    try {
+      result = this.connection.native.streamRecv(this.id, EMPTY)
+    } catch (e) {
+      const code = errorCode(e, "StreamReset")
+      this.readFailure ??= code !== undefined
+        ? new StreamFailure("reset", code, `stream reset by peer (code ${code})`)
+        : new StreamFailure("io", 0, `stream read failed: ${e instanceof Error ? e.message : String(e)}`)
+      this.readDone = true
+      this.settle()
+      return
+    }
+    if (result !== null && result[1]) {
+      this.readDone = true
+      this.settle()
+    }
   }
 
   /** @internal: check the peer's window for a waiting writer. */
@@ -229,7 +262,7 @@ export class QuicStream {
       this.shutdown(SHUTDOWN_WRITE, code)
       this.connection.scheduleFlush()
     }
-    this.failure ??= failure
+    this.writeFailure ??= failure
     this.settle()
     return failure
   }

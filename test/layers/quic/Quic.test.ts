@@ -3,15 +3,19 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import Logger, { LogLevel } from "@matrixai/logger"
-import { QUICClient } from "@matrixai/quic"
-import { randomBytes } from "node:crypto"
-import { Chunk, Deferred, Effect, Exit, Fiber, Option, Ref, Schedule, Scope, Stream } from "effect"
+import { QUICClient, QUICServer, events } from "@matrixai/quic"
+import * as child from "node:child_process"
+import { createHmac, randomBytes } from "node:crypto"
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { Chunk, Deferred, Effect, Exit, Fiber, Option, Redacted, Ref, Schedule, Scope, Stream } from "effect"
 import type { BidiStream, Connection, ProtocolHandler } from "../../../src/services/Endpoint.js"
 import type { TransportError } from "../../../src/errors/TransportError.js"
 import * as Tls from "../../../src/services/Tls.js"
 import * as Quic from "../../../src/layers/quic/Quic.js"
 import { caFiles } from "./certs.js"
 
+const PEER_PROCESS = fileURLToPath(new URL("./peer-process.ts", import.meta.url))
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex")
 const utf8 = (text: string) => new TextEncoder().encode(text)
 
@@ -348,5 +352,126 @@ describe("Quic endpoint", () => {
         expect(yield* Ref.get(running)).toBe(0)
       }).pipe(Effect.scoped)
       expect(udpSockets()).toBe(before)
+    }))
+})
+
+/** Start `peer-process.ts` (a QUIC endpoint in another process); killed with SIGKILL when the scope closes. */
+const peerProcess = (tuning: Partial<Quic.Tuning>) =>
+  Effect.gen(function*() {
+    const proc = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        child.spawn(process.execPath, ["--import", "tsx", PEER_PROCESS, JSON.stringify(tuning)], {
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+      ),
+      (proc) => Effect.sync(() => proc.exitCode === null && proc.kill("SIGKILL"))
+    )
+    const info = yield* Effect.async<{ port: number; fingerprint: string }>((resume) => {
+      let buffered = ""
+      proc.stdout!.on("data", (data: Buffer) => {
+        buffered += data.toString("utf8")
+        const line = buffered.indexOf("\n")
+        if (line >= 0) resume(Effect.succeed(JSON.parse(buffered.slice(0, line))))
+      })
+    })
+    return { proc, ...info }
+  })
+
+describe("Quic liveness and interoperability", () => {
+  it.scopedLive("a peer killed with SIGKILL is noticed by the idle timeout: pending reads fail 'connection lost'", () =>
+    Effect.gen(function*() {
+      // Short timeouts keep the test quick; the mechanism (keep-alive PINGs unanswered → idle close) is the default's.
+      const tuning = { maxIdleTimeout: 1_000, keepAliveIntervalTime: 300 }
+      const peer = yield* peerProcess(tuning)
+      const connection = yield* Quic.connect({ host: "127.0.0.1", port: peer.port }, {
+        alpn: "test/hold",
+        expectedFingerprint: peer.fingerprint,
+        tuning
+      })
+      const stream = yield* connection.openBidi
+      yield* stream.write(utf8("waiting for an answer that never comes"))
+      const pending = yield* Effect.fork(stream.read)
+      peer.proc.kill("SIGKILL")
+      const failure = yield* Effect.flip(Fiber.join(pending))
+      expect(failure.reason).toBe("Closed")
+      expect(failure.message).toContain("connection lost")
+      expect((yield* connection.closed).by).toBe("idle")
+    }), { timeout: 30_000 })
+
+  it.scopedLive("a handshake with a certificate the client does not trust fails at once (no wind-down wait)", () =>
+    Effect.gen(function*() {
+      const server = yield* endpoint({ handlers: { "test/a": echo() } })
+      const wrong = `ed25519:${hex(Tls.ed25519PublicKey(randomBytes(32)))}`
+      const started = performance.now()
+      const error = yield* Effect.flip(Quic.connect(server.address, { alpn: "test/a", expectedFingerprint: wrong }))
+      expect(error.reason).toBe("FingerprintMismatch")
+      // Far below the library's ~3 s: the failure is reported when the handshake fails, not after draining.
+      expect(performance.now() - started).toBeLessThan(1_000)
+    }))
+
+  it.scopedLive("interoperates with a stock @matrixai/quic 2.0.9 client (with a certificate) and server", () =>
+    Effect.gen(function*() {
+      // Stock client → our endpoint; it presents a certificate, so it has a fingerprint here.
+      const files = yield* caFiles
+      const { handlers, seen } = yield* recording("test/a", echo("ours:"))
+      const server = yield* endpoint({ handlers })
+      const clientCredentials = yield* Tls.load(Tls.RawKey(randomBytes(32)))
+      const client = yield* stockClient(server.address, {
+        verifyPeer: false,
+        key: Redacted.value(clientCredentials.privateKeyPem),
+        cert: clientCredentials.certificatePem,
+        applicationProtos: ["test/a"]
+      })
+      const answers = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `call ${i}`), (text) =>
+        stockRoundTrip(client, text), { concurrency: "unbounded" })
+      expect(answers.map((b) => b.toString())).toEqual(Array.from({ length: 20 }, (_, i) => `ours:call ${i}`))
+      expect((yield* Ref.get(seen))[0]!.peerFingerprint).toEqual(Option.some(clientCredentials.fingerprint))
+
+      // Our client → a stock server (stateless retry, its own stream handling), verified by CA and name.
+      const stock = yield* Effect.acquireRelease(
+        Effect.promise(async () => {
+          const s = new QUICServer({
+            crypto: {
+              key: new Uint8Array(randomBytes(32)).buffer,
+              ops: {
+                sign: async (key: ArrayBuffer, data: ArrayBuffer) =>
+                  new Uint8Array(createHmac("sha256", Buffer.from(key)).update(Buffer.from(data)).digest()).buffer,
+                verify: async (key: ArrayBuffer, data: ArrayBuffer, sig: ArrayBuffer) =>
+                  createHmac("sha256", Buffer.from(key)).update(Buffer.from(data)).digest().equals(Buffer.from(sig))
+              }
+            },
+            config: {
+              key: readFileSync(files.keyFile, "utf8"),
+              cert: readFileSync(files.certFile, "utf8"),
+              verifyPeer: false,
+              applicationProtos: ["test/stock"]
+            },
+            logger: new Logger("test/stock-server", LogLevel.SILENT)
+          })
+          s.addEventListener(events.EventQUICServerConnection.name, ((event: events.EventQUICServerConnection) => {
+            event.detail.addEventListener(events.EventQUICConnectionStream.name, ((e: events.EventQUICConnectionStream) => {
+              const stream = e.detail
+              void (async () => {
+                const chunks: Array<Uint8Array> = []
+                for await (const chunk of stream.readable) chunks.push(chunk)
+                const writer = stream.writable.getWriter()
+                await writer.write(Buffer.concat([Buffer.from("stock:"), ...chunks]))
+                await writer.close()
+              })().catch(() => undefined)
+            }) as never)
+          }) as never)
+          await s.start({ host: "127.0.0.1", port: 0 })
+          return s
+        }),
+        (s) => Effect.promise(() => s.stop({ force: true }).catch(() => undefined))
+      )
+      const connection = yield* Quic.connect({ host: "127.0.0.1", port: stock.port }, {
+        alpn: "test/stock",
+        ca: files.caPem,
+        serverName: "localhost"
+      })
+      const replies = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => `req ${i}`), (text) =>
+        Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8(text))), { concurrency: "unbounded" })
+      expect(replies.map((b) => b.toString())).toEqual(Array.from({ length: 20 }, (_, i) => `stock:req ${i}`))
     }))
 })
