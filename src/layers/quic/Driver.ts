@@ -320,6 +320,7 @@ export class QuicConnection {
   private drainWaiters: Array<() => void> = []
   /** Streams finished on our side whose data quiche may still be delivering. */
   private readonly lingering = new Set<number>()
+  private lingerLimit = LINGER_SWEEP
   private closeWaiters: Array<(info: CloseInfo) => void> = []
   private creditWaiters: Array<() => void> = []
   /** Notified when the handshake completes or fails (client connect, server accept). */
@@ -367,6 +368,7 @@ export class QuicConnection {
       }
     }
     if (from.port !== this.remote.port || from.host !== this.remote.host) this.remote = from
+    const handshaking = !this.established
     if (!this.established) {
       if (this.native.isEstablished()) {
         this.established = true
@@ -376,7 +378,12 @@ export class QuicConnection {
     if (this.established && this.closeInfo === undefined) this.processStreams()
     this.checkClosed()
     if (this.drainWaiters.length > 0) this.checkDrained()
-    this.flush()
+    // During the handshake, answer at once: the handshake's last flight leaves alone, before any stream data (a
+    // stock @matrixai/quic server resets streams that arrive in the datagram that completes its handshake).
+    // Afterwards not now: the ACK for this datagram leaves with whatever the woken readers answer in this turn, and
+    // the other datagrams that arrived in the same poll are acknowledged together.
+    if (handshaking) this.flush()
+    else this.scheduleFlush()
   }
 
   private processStreams(): void {
@@ -465,7 +472,11 @@ export class QuicConnection {
     this.writeWaiting.delete(stream)
     // Our side is done, but what we wrote may not be acknowledged yet: a graceful close waits for that.
     this.lingering.add(stream.id)
-    if (this.lingering.size > LINGER_SWEEP) this.sweepLingering()
+    if (this.lingering.size > this.lingerLimit) {
+      this.sweepLingering()
+      // Amortized: sweep again when the set has doubled past what is still in flight.
+      this.lingerLimit = Math.max(LINGER_SWEEP, 2 * this.lingering.size)
+    }
     if (this.drainWaiters.length > 0) this.checkDrained()
   }
 
