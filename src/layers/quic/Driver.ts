@@ -17,11 +17,13 @@
  * No stateless retry: quiche enforces the anti-amplification limit (3× the bytes received) before the client's
  * address is validated, and a retry would cost every connect a round trip.
  */
-import quiche from "@matrixai/quic/native/quiche.js"
+// Through the package's root export (the CLI bundle keeps exactly that specifier external; a subpath would be bundled).
+import { native } from "@matrixai/quic"
 import type { Config, Connection as NativeConnection, ConnectionError } from "@matrixai/quic/native/types.js"
 import { randomBytes } from "node:crypto"
 import * as dgram from "node:dgram"
 
+const quiche = native.quiche
 const CID_LEN = 20
 const SHUTDOWN_READ = 0
 const SHUTDOWN_WRITE = 1
@@ -524,6 +526,9 @@ export class QuicConnection {
   /** Close now: reset what is open, send CONNECTION_CLOSE. Idempotent. */
   close(isApp: boolean, code: number, reason: string): void {
     if (this.closeInfo !== undefined) return
+    // What was written in this turn leaves first (after close quiche sends nothing but CONNECTION_CLOSE): a last
+    // `call.aborted` before an exit must not be lost.
+    this.flush()
     try {
       this.native.close(isApp, code, Buffer.from(reason))
     } catch {
