@@ -30,7 +30,8 @@
  * `max_auth_attempts` closes a connection after that many bad tokens, and an address with
  * `max_auth_failures_per_ip` failed authentications (bad upgrade bearer tokens, bad `auth_token`s) within
  * `auth_failure_window_ms` is refused for `auth_block_ms`: QUIC connections are closed at admission, WebSocket
- * upgrades answered HTTP 429 — whoever connects from that address, good clients included.
+ * upgrades answered HTTP 429 — whoever connects from that address, good clients included. A WebSocket upgrade whose
+ * bearer token resolves to nobody is answered HTTP 401 (and counted); one without a token is anonymous.
  *
  * Built-in operations, beside the discovery ones: `node/info`, `node/ping`, `node/whoami`.
  *
@@ -471,7 +472,7 @@ export const layerQuic = (
 /**
  * Serve the node's call protocol over WebSocket (`wss://` with the node's TLS identity unless `tls: false`), and the
  * HTTP gateway on the same port when `gateway` says so. Upgrades from an address in its auth-failure cooldown are
- * answered HTTP 429.
+ * answered HTTP 429; an upgrade whose bearer token resolves to nobody, HTTP 401 (a failed authentication).
  */
 export const layerWebSocket = (
   options: WebSocketOptions
@@ -501,12 +502,19 @@ export const layerWebSocket = (
       ...(secure ? { identity: node.tls } : {}),
       onConnection: CallProtocol.webSocketHandler(node.serve),
       ...(gateway === undefined ? {} : { onRequest: gateway.handler }),
-      admitUpgrade: (remote) =>
-        Effect.mapError(limiter.checkAddress(remote.host), (blocked) => ({
-          status: 429,
-          message: blocked.message,
-          retryAfterMs: blocked.retryAfterMs
-        })),
+      admitUpgrade: (remote, token) =>
+        Effect.gen(function*() {
+          yield* Effect.mapError(limiter.checkAddress(remote.host), (blocked): WebSocket.UpgradeRefused => ({
+            status: 429,
+            message: blocked.message,
+            retryAfterMs: blocked.retryAfterMs
+          }))
+          // No token: anonymous, the ACL decides. A token that resolves to nobody is a failed authentication.
+          if (authenticator === undefined || Option.isNone(token)) return
+          if (Option.isSome(yield* authenticator.resolveToken(token.value))) return
+          yield* limiter.recordAuthFailure(remote.host)
+          return yield* Effect.fail<WebSocket.UpgradeRefused>({ status: 401, message: "unknown bearer token" })
+        }),
       drainTimeout: Duration.millis(config.static.drain_timeout_ms)
     }).pipe(Effect.mapError(fail("Listen")))
     yield* node.addTransport({ kind: secure ? "wss" : "ws", address: listener.url })

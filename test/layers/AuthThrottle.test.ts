@@ -1,7 +1,8 @@
 /**
  * Failed authentications are limited per remote address, not only per connection: a node (`Node.layerMemory`, QUIC
  * and wss on 127.0.0.1) refuses an address that reached `max_auth_failures_per_ip` for `auth_block_ms` —
- * WebSocket upgrades get HTTP 429 before any WebSocket exists, QUIC connections are closed at admission. The block is
+ * WebSocket upgrades get HTTP 429 before any WebSocket exists, QUIC connections are closed at admission. A WebSocket
+ * upgrade whose bearer token resolves to nobody is answered HTTP 401 before the upgrade and counts as a failure. The block is
  * on the address: a well-behaved client from the same address (here: every client, all on 127.0.0.1) is refused too
  * until the cooldown ends. The counter's windows and cooldown are covered with TestClock in
  * test/services/RateLimit.test.ts; the limits here are long enough never to expire during a test.
@@ -14,34 +15,43 @@ import * as Node from "../../src/layers/Node.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
 
-type Upgrade = { readonly opened: true } | { readonly opened: false; readonly status: number; readonly retryAfter: string | undefined }
+type Upgrade =
+  | { readonly opened: true; readonly whoami: unknown }
+  | { readonly opened: false; readonly status: number; readonly retryAfter: string | undefined; readonly body: string }
 
 /**
- * One raw WebSocket upgrade with `Authorization: Bearer <token>`. When it opens, a `node/ping` (without `auth_token`)
- * is answered before it is closed: by then the node has resolved the upgrade's token, so the failure is counted.
+ * One raw WebSocket upgrade, with `Authorization: Bearer <token>` when a token is given. When it opens, a
+ * `node/whoami` (without `auth_token`) is answered before it is closed; when it is refused, the HTTP answer is read.
  */
-const upgrade = (url: string, token: string) =>
+const upgrade = (url: string, token: string | undefined) =>
   Effect.async<Upgrade>((resume) => {
     // A raw client: the node's self-signed key is not CA-verified here (alknet's own client pins it instead).
     const ws = new WebSocket(url, {
-      headers: { authorization: `Bearer ${token}` },
+      ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }),
       perMessageDeflate: false,
       rejectUnauthorized: false
     })
     const id = randomUUID()
     ws.once("open", () => {
       ws.once("message", (data) => {
-        const answer = JSON.parse(String(data)) as { type: string; id: string }
+        const answer = JSON.parse(String(data)) as { type: string; id: string; payload: { output?: unknown } }
         ws.close()
         resume(answer.type === "call.responded" && answer.id === id
-          ? Effect.succeed({ opened: true })
+          ? Effect.succeed({ opened: true, whoami: answer.payload.output })
           : Effect.dieMessage(`unexpected answer ${String(data)}`))
       })
-      ws.send(Buffer.from(JSON.stringify({ type: "call.requested", id, payload: { operationId: "/node/ping", input: {} } })))
+      ws.send(Buffer.from(JSON.stringify({ type: "call.requested", id, payload: { operationId: "/node/whoami", input: {} } })))
     })
-    ws.once("unexpected-response", (request, response) => {
-      request.destroy()
-      resume(Effect.succeed({ opened: false, status: response.statusCode ?? 0, retryAfter: response.headers["retry-after"] }))
+    ws.once("unexpected-response", (_request, response) => {
+      const chunks: Array<Buffer> = []
+      response.on("data", (chunk: Buffer) => chunks.push(chunk))
+      response.once("end", () =>
+        resume(Effect.succeed({
+          opened: false,
+          status: response.statusCode ?? 0,
+          retryAfter: response.headers["retry-after"],
+          body: Buffer.concat(chunks).toString("utf8")
+        })))
     })
     ws.once("error", (error) => resume(Effect.die(error)))
     return Effect.sync(() => ws.terminate())
@@ -63,7 +73,7 @@ const throttled = (rateLimits: Record<string, number>) =>
   })
 
 describe("failed authentications per address", () => {
-  it.live("12 WebSocket upgrades with bad bearer tokens: refused with 429 after the limit, a good client too", () =>
+  it.live("12 WebSocket upgrades with bad bearer tokens: 401 up to the limit, then 429, a good client too", () =>
     Effect.gen(function*() {
       const node = yield* Node.Node
       const ws = node.transports.find((t) => t.kind === "wss")!.address
@@ -79,8 +89,11 @@ describe("failed authentications per address", () => {
 
       const results: Array<Upgrade> = []
       for (let i = 0; i < 12; i++) results.push(yield* upgrade(ws, `alk_guess-number-${i}`))
-      // Five failures are allowed; the fifth starts the cooldown; every later upgrade is refused before it happens.
-      expect(results.slice(0, 5)).toEqual(Array.from({ length: 5 }, () => ({ opened: true })))
+      // Every unknown token is refused before the upgrade: five are answered 401 and counted; the fifth starts the
+      // cooldown; every later upgrade is answered 429.
+      for (const refused of results.slice(0, 5)) {
+        expect(refused).toMatchObject({ opened: false, status: 401, retryAfter: undefined })
+      }
       for (const refused of results.slice(5)) {
         expect(refused).toMatchObject({ opened: false, status: 429 })
         expect(Number(refused.opened ? 0 : refused.retryAfter)).toBeGreaterThan(590)
@@ -129,6 +142,41 @@ describe("failed authentications per address", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(throttled({ max_auth_failures_per_ip: 5, max_auth_attempts: 3 })),
+      Effect.provide(captureWarnings)
+    ), { timeout: 30_000 })
+  it.live("a WebSocket upgrade: an unknown bearer token is 401 (counted), a good one and none at all get in", () =>
+    Effect.gen(function*() {
+      const node = yield* Node.Node
+      const ws = node.transports.find((t) => t.kind === "wss")!.address
+      const store = yield* IdentityStore.IdentityStore
+      const good = yield* store.createApiKey({ scopes: ["x"] })
+      const secret = "alk_not-a-real-token-4711"
+
+      // An unknown token: 401 before any WebSocket, one line that does not echo the token.
+      const unknown = yield* upgrade(ws, secret)
+      expect(unknown).toEqual({ opened: false, status: 401, retryAfter: undefined, body: "unknown bearer token\n" })
+      // A good token: the connection is that caller.
+      expect(yield* upgrade(ws, Redacted.value(good.token))).toEqual({
+        opened: true,
+        whoami: expect.objectContaining({ identity: expect.objectContaining({ id: good.entry.prefix }) })
+      })
+      // No token: anonymous, served.
+      expect(yield* upgrade(ws, undefined)).toEqual({ opened: true, whoami: { identity: null } })
+      // alknet's client says it plainly (CallClient: `Rejected`), without the token.
+      const rejected = yield* Effect.flip(
+        CallClient.connect(ws, { token: Redacted.make(secret), expectedFingerprint: node.fingerprint })
+      )
+      expect(rejected.reason).toBe("Rejected")
+      expect(rejected.message).toMatch(/refused the WebSocket upgrade: HTTP 401 \(the bearer token was not accepted\)$/)
+      expect(rejected.message).not.toContain(secret)
+      // Both 401s were failed authentications: with the third (max_auth_failures_per_ip = 3) the address is blocked,
+      // and even the good token is answered 429.
+      expect(yield* upgrade(ws, "alk_another-guess")).toMatchObject({ opened: false, status: 401 })
+      expect(yield* upgrade(ws, Redacted.value(good.token))).toMatchObject({ opened: false, status: 429 })
+      expect(warnings.some((w) => w.includes(secret))).toBe(false)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(throttled({ max_auth_failures_per_ip: 3 })),
       Effect.provide(captureWarnings)
     ), { timeout: 30_000 })
 })

@@ -8,8 +8,9 @@
  *   carries no fingerprints.
  * - A bearer token may come on the upgrade request (`Authorization: Bearer …`); the listener hands it to the
  *   connection handler, which resolves it as the connection's identity.
- * - An optional gate (`admitUpgrade`) runs before each upgrade: a refused client gets a plain HTTP answer (e.g. 429
- *   with `Retry-After` for an address in its auth-failure cooldown) and never a WebSocket.
+ * - An optional gate (`admitUpgrade`) runs before each upgrade, with the client's address and bearer token: a refused
+ *   client gets a plain HTTP answer (e.g. 401 for a token that resolves to nobody, 429 with `Retry-After` for an
+ *   address in its auth-failure cooldown) and never a WebSocket.
  * - The client verifies the server exactly like the QUIC client: a pinned fingerprint must match (checked after the
  *   TLS handshake and before a single byte of HTTP — so the bearer token never reaches an impostor); without a pin
  *   the certificate must pass CA verification for the host name; an unknown self-signed identity fails closed.
@@ -51,11 +52,15 @@ export interface ListenOptions {
   /** On close, how long open calls may finish before the sockets are closed (default 2 s). */
   readonly drainTimeout?: Duration.DurationInput
   /**
-   * Checked before each upgrade, with the client's address (e.g. an address in its cooldown after too many failed
-   * authentications): a refusal is answered with its HTTP status (e.g. 429), its message and `Retry-After`, and no
-   * WebSocket is opened.
+   * Checked before each upgrade, with the client's address and the bearer token of its `Authorization` header, if
+   * any (e.g. an address in its cooldown after too many failed authentications, a token that resolves to nobody): a
+   * refusal is answered with its HTTP status (e.g. 401, 429), its message and `Retry-After`, and no WebSocket is
+   * opened.
    */
-  readonly admitUpgrade?: (remoteAddress: Address) => Effect.Effect<void, UpgradeRefused>
+  readonly admitUpgrade?: (
+    remoteAddress: Address,
+    bearerToken: Option.Option<Redacted.Redacted<string>>
+  ) => Effect.Effect<void, UpgradeRefused>
   /**
    * Serves the plain HTTP requests that reach this server (e.g. the HTTP gateway, `layers/http/Gateway`): one port,
    * one TLS identity. Without it, a plain request is answered 426 (upgrade required).
@@ -161,7 +166,7 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
       const upgrade = () => wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request))
       if (options.admitUpgrade === undefined) return upgrade()
       const remoteAddress = { host: request.socket.remoteAddress ?? "", port: request.socket.remotePort ?? 0 }
-      runFork(Effect.match(options.admitUpgrade(remoteAddress), {
+      runFork(Effect.match(options.admitUpgrade(remoteAddress, bearer(request.headers.authorization)), {
         onFailure: (refused) => refuseUpgrade(socket, refused),
         onSuccess: () => (socket.destroyed ? undefined : upgrade())
       }))
@@ -374,6 +379,7 @@ export const connect = (url: string, options: ConnectOptions = {}): Effect.Effec
           fail(EndpointError.make(
             res.statusCode === 401 || res.statusCode === 403 || res.statusCode === 429 ? "Rejected" : "Connect",
             `server ${target} refused the WebSocket upgrade: HTTP ${res.statusCode}` +
+              (res.statusCode === 401 ? " (the bearer token was not accepted)" : "") +
               (res.headers["retry-after"] === undefined ? "" : ` (retry after ${res.headers["retry-after"]} s)`)
           )))
         ws.once("error", (error) => fail(EndpointError.make("Connect", `cannot connect to ${target}: ${error.message}`)))
