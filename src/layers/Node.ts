@@ -472,7 +472,8 @@ export const layerQuic = (
 /**
  * Serve the node's call protocol over WebSocket (`wss://` with the node's TLS identity unless `tls: false`), and the
  * HTTP gateway on the same port when `gateway` says so. Upgrades from an address in its auth-failure cooldown are
- * answered HTTP 429; an upgrade whose bearer token resolves to nobody, HTTP 401 (a failed authentication).
+ * answered HTTP 429; an upgrade whose bearer token resolves to nobody, HTTP 401 (a failed authentication). The gateway
+ * shares the wire's per-caller in-flight count (`CallProtocol.callerAdmission`).
  */
 export const layerWebSocket = (
   options: WebSocketOptions
@@ -493,6 +494,7 @@ export const layerWebSocket = (
       admit: (remote) => limiter.checkAddress(remote.host),
       onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
       ...(node.serve.limits === undefined ? {} : { limits: node.serve.limits }),
+      callerAdmission: CallProtocol.callerAdmission(node.serve),
       title: `alknet node ${node.fingerprint}`,
       version: VERSION
     })

@@ -138,30 +138,61 @@ export const identify = (options: IdentifyOptions): Connection.Identify => {
     })
 }
 
-/** Counts calls in flight per caller across connections (one per `ServeOptions`). */
-const callerCounts = new WeakMap<ServeOptions, Map<string, number>>()
+/**
+ * Calls in flight per caller — an identity, else an anonymous remote address — shared by everything served with the
+ * same `ServeOptions` (every connection, QUIC and WebSocket, and the HTTP gateway of a node), so one caller has one
+ * `maxInFlightPerCaller` limit whichever way it calls.
+ */
+export interface CallerAdmission {
+  /**
+   * Take one slot for this caller, or `undefined` when it already has `max` calls in flight; the returned function
+   * gives the slot back (once; later calls do nothing).
+   */
+  readonly acquire: (identity: Option.Option<Identity>, remoteHost: string, max: number) => (() => void) | undefined
+  /** The caller's calls in flight right now. */
+  readonly inFlight: (identity: Option.Option<Identity>, remoteHost: string) => number
+}
+
+const callerAdmissions = new WeakMap<ServeOptions, CallerAdmission>()
+
+const callerKey = (identity: Option.Option<Identity>, remoteHost: string) =>
+  Option.isSome(identity) ? `id:${identity.value.id}` : `anonymous:${remoteHost}`
+
+/** A fresh per-caller in-flight counter. */
+export const makeCallerAdmission = (): CallerAdmission => {
+  const table = new Map<string, number>()
+  return {
+    acquire: (identity, remoteHost, max) => {
+      const key = callerKey(identity, remoteHost)
+      const current = table.get(key) ?? 0
+      if (current >= max) return undefined
+      table.set(key, current + 1)
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        const left = (table.get(key) ?? 1) - 1
+        if (left <= 0) table.delete(key)
+        else table.set(key, left)
+      }
+    },
+    inFlight: (identity, remoteHost) => table.get(callerKey(identity, remoteHost)) ?? 0
+  }
+}
+
+/** The per-caller in-flight counter of everything served with `options`: the same object for the same options. */
+export const callerAdmission = (options: ServeOptions): CallerAdmission => {
+  const existing = callerAdmissions.get(options)
+  if (existing !== undefined) return existing
+  const admission = makeCallerAdmission()
+  callerAdmissions.set(options, admission)
+  return admission
+}
 
 const admitCaller = (options: ServeOptions, info: ConnectionInfo, max: number) => {
-  let counts = callerCounts.get(options)
-  if (counts === undefined) {
-    counts = new Map()
-    callerCounts.set(options, counts)
-  }
-  const table = counts
-  return (identity: Option.Option<Identity>): (() => void) | undefined => {
-    const key = Option.isSome(identity) ? `id:${identity.value.id}` : `anonymous:${info.remoteAddress.host}`
-    const current = table.get(key) ?? 0
-    if (current >= max) return undefined
-    table.set(key, current + 1)
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      const left = (table.get(key) ?? 1) - 1
-      if (left <= 0) table.delete(key)
-      else table.set(key, left)
-    }
-  }
+  const admission = callerAdmission(options)
+  return (identity: Option.Option<Identity>): (() => void) | undefined =>
+    admission.acquire(identity, info.remoteAddress.host, max)
 }
 
 /** Serve the call protocol on one transport until it closes. */

@@ -72,6 +72,12 @@ export interface Options {
   readonly onAuthFailure?: (remote: Address) => Effect.Effect<void>
   /** What one caller may ask (calls in flight per caller, largest `timeout_ms`, anonymous subscriptions' deadline). */
   readonly limits?: Partial<CallProtocol.Limits> | Effect.Effect<Partial<CallProtocol.Limits>>
+  /**
+   * Counts calls in flight per caller against `maxInFlightPerCaller`. Pass the wire's
+   * (`CallProtocol.callerAdmission(serveOptions)`, as the node does) so one caller's HTTP and wire calls share one
+   * limit; default: a counter of the gateway's own.
+   */
+  readonly callerAdmission?: CallProtocol.CallerAdmission
   /** Largest request body in bytes (default 1 MiB); larger is 413. */
   readonly maxBodyBytes?: number
   /** Deadline of a call that asks for none (default 30 s): past it TIMEOUT (504) and the handler is interrupted. */
@@ -319,22 +325,9 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       : Effect.succeed({ ...CallProtocol.defaultLimits, ...options.limits })
     const authenticator = options.authenticator
 
-    // Calls in flight per caller (an identity, or an anonymous address).
-    const inFlightByCaller = new Map<string, number>()
-    const acquire = (caller: Caller, max: number): (() => void) | undefined => {
-      const key = Option.isSome(caller.identity) ? `id:${caller.identity.value.id}` : `anonymous:${caller.remote.host}`
-      const current = inFlightByCaller.get(key) ?? 0
-      if (current >= max) return undefined
-      inFlightByCaller.set(key, current + 1)
-      let released = false
-      return () => {
-        if (released) return
-        released = true
-        const left = (inFlightByCaller.get(key) ?? 1) - 1
-        if (left <= 0) inFlightByCaller.delete(key)
-        else inFlightByCaller.set(key, left)
-      }
-    }
+    // Calls in flight per caller (an identity, or an anonymous address), shared with the wire when the node says so.
+    const admission = options.callerAdmission ?? CallProtocol.makeCallerAdmission()
+    const acquire = (caller: Caller, max: number) => admission.acquire(caller.identity, caller.remote.host, max)
 
     const incomingOf = Effect.map(HttpServerRequest.HttpServerRequest, NodeHttpServerRequest.toIncomingMessage)
 

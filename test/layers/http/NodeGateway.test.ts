@@ -1,12 +1,13 @@
 /**
  * The gateway inside a node (`Node.layerMemory` with `webSocket.gateway`): the same port serves HTTP and the
  * call-protocol WebSocket; bearer tokens are the node's API keys; over https a client certificate is resolved like a
- * QUIC peer's; failed tokens count towards the address's cooldown (then 429).
+ * QUIC peer's; failed tokens count towards the address's cooldown (then 429); one caller's calls in flight count
+ * once, over HTTP and the wire together.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
-import { Effect, Redacted, Schema } from "effect"
+import { Effect, Fiber, Queue, Redacted, Schema } from "effect"
 import * as Https from "node:https"
 import * as Node from "../../../src/layers/Node.js"
 import * as CallClient from "../../../src/services/CallClient.js"
@@ -121,4 +122,61 @@ describe("Node with the HTTP gateway", () => {
         config: { rate_limits: { max_auth_failures_per_ip: 3, auth_failure_window_ms: 600_000, auth_block_ms: 600_000 } }
       }))
     ))
+  it.live("one in-flight limit per caller over the wire and HTTP: at its limit on one, OVERLOADED on the other", () =>
+    Effect.gen(function*() {
+      // demo/hold says it started, then waits for one release each.
+      const started = yield* Queue.unbounded<void>()
+      const releases = yield* Queue.unbounded<void>()
+      const hold = Operation.query({
+        name: "demo/hold",
+        input: Schema.Struct({}),
+        output: Schema.String,
+        handler: () => Effect.zipRight(Queue.offer(started, undefined), Effect.as(Queue.take(releases), "released"))
+      })
+      // Wait until the held call started; one answered before that fails the test with its answer.
+      const startedOrAnswered = <A, E>(call: Fiber.Fiber<A, E>) =>
+        Effect.raceFirst(
+          Queue.take(started),
+          Effect.flatMap(Fiber.await(call), (exit) => Effect.dieMessage(`answered before it started: ${String(exit)}`))
+        )
+      yield* Effect.gen(function*() {
+        const node = yield* Node.Node
+        const ws = node.transports.find((t) => t.kind === "ws")!.address
+        const url = httpOf(ws)
+        const store = yield* IdentityStore.IdentityStore
+        const key = yield* store.createApiKey({ scopes: ["demo"] })
+        const token = Redacted.value(key.token)
+        const wire = yield* CallClient.connect(ws, { token: key.token })
+
+        // The caller's one call in flight is on the wire: over HTTP it is 503 OVERLOADED.
+        const onWire = yield* Effect.fork(wire.call("demo/hold", {}))
+        yield* startedOrAnswered(onWire)
+        expect(yield* post(`${url}/call`, { operation: "node/ping" }, token)).toMatchObject({
+          status: 503,
+          body: { code: "OVERLOADED", retryable: true }
+        })
+        // Another caller (anonymous) is not held back by it.
+        expect(yield* post(`${url}/call`, { operation: "node/ping" })).toMatchObject({ status: 200 })
+        yield* Queue.offer(releases, undefined)
+        expect(yield* Fiber.join(onWire)).toBe("released")
+        // The slot is given back: HTTP gets in.
+        expect(yield* post(`${url}/call`, { operation: "node/ping" }, token)).toMatchObject({ status: 200 })
+
+        // The other way round: the call in flight is over HTTP, the wire is refused.
+        const overHttp = yield* Effect.fork(post(`${url}/call`, { operation: "demo/hold", input: {} }, token))
+        yield* startedOrAnswered(overHttp)
+        const refused = yield* Effect.flip(wire.call("node/ping", {}))
+        expect(refused).toMatchObject({ code: "OVERLOADED", retryable: true })
+        yield* Queue.offer(releases, undefined)
+        expect(yield* Fiber.join(overHttp)).toMatchObject({ status: 200, body: { output: "released" } })
+        expect(yield* wire.call("node/ping", {})).toMatchObject({ pong: true })
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(Node.layerMemory({
+          operations: [hello, hold],
+          webSocket: { host: "127.0.0.1", port: 0, tls: false, gateway: true },
+          config: { rate_limits: { max_calls_per_caller: 1 } }
+        }))
+      )
+    }))
 })
