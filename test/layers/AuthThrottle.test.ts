@@ -14,6 +14,7 @@ import { WebSocket } from "ws"
 import * as Node from "../../src/layers/Node.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
+import * as Cli from "../cli/cli.js"
 
 type Upgrade =
   | { readonly opened: true; readonly whoami: unknown }
@@ -169,14 +170,23 @@ describe("failed authentications per address", () => {
       expect(rejected.reason).toBe("Rejected")
       expect(rejected.message).toMatch(/refused the WebSocket upgrade: HTTP 401 \(the bearer token was not accepted\)$/)
       expect(rejected.message).not.toContain(secret)
-      // Both 401s were failed authentications: with the third (max_auth_failures_per_ip = 3) the address is blocked,
+      // So does the CLI: one line, exit 18 (Rejected).
+      const cli = yield* Cli.runInProcess(["call", ws, "node/whoami", "--fingerprint", node.fingerprint], {
+        env: { ALKNET_TOKEN: secret }
+      })
+      expect(cli.code, cli.stderr).toBe(18)
+      expect(cli.stderr.trim().split("\n")).toEqual([
+        expect.stringMatching(/refused the WebSocket upgrade: HTTP 401 \(the bearer token was not accepted\)$/)
+      ])
+      expect(cli.stderr).not.toContain(secret)
+      // The three 401s were failed authentications: with the third (max_auth_failures_per_ip = 3) the address is blocked,
       // and even the good token is answered 429.
       expect(yield* upgrade(ws, "alk_another-guess")).toMatchObject({ opened: false, status: 401 })
       expect(yield* upgrade(ws, Redacted.value(good.token))).toMatchObject({ opened: false, status: 429 })
       expect(warnings.some((w) => w.includes(secret))).toBe(false)
     }).pipe(
       Effect.scoped,
-      Effect.provide(throttled({ max_auth_failures_per_ip: 3 })),
+      Effect.provide(throttled({ max_auth_failures_per_ip: 4 })),
       Effect.provide(captureWarnings)
     ), { timeout: 30_000 })
 })
