@@ -33,6 +33,9 @@ export const CloseCode = {
   TooBig: 1009
 } as const
 
+// An error is an immutable value: one for every normal close (building one captures a stack trace).
+const CONNECTION_CLOSED = TransportError.closed()
+
 /** A call transport over a WebSocket. */
 export interface WebSocketTransport extends CallTransport {
   /** Let calls in flight finish, for at most `timeout`, then close the socket. */
@@ -110,7 +113,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
     }
     const onClose = (code: number, reason: Buffer) => {
       closeInfo = { code, reason: reason.toString("utf8") }
-      shutdown(TransportError.closed())
+      shutdown(CONNECTION_CLOSED)
     }
     const onError = () => {
       // `ws` emits "close" after "error"; the close handler does the work. Listening keeps the error handled.
@@ -123,7 +126,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
       if (socket.readyState === socket.OPEN || socket.readyState === socket.CONNECTING) {
         socket.close(CloseCode.Normal, "")
       }
-      shutdown(TransportError.closed())
+      shutdown(CONNECTION_CLOSED)
     })
 
     /** Resolves once the transport is shut down (closed by us, the peer, or a protocol error). */
@@ -165,7 +168,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
     const send = (bytes: Array<Uint8Array>): Effect.Effect<void, TransportError.TransportError> =>
       Effect.async<void, TransportError.TransportError>((resume) => {
         if (closedError !== undefined || socket.readyState !== socket.OPEN) {
-          return resume(Effect.fail(closedError ?? TransportError.closed()))
+          return resume(Effect.fail(closedError ?? CONNECTION_CLOSED))
         }
         let waiting = true
         const last = bytes.length - 1
