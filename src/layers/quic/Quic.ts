@@ -247,7 +247,9 @@ export const connect = (
     const timeout = Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
 
     const client = yield* Effect.acquireRelease(
-      Effect.tryPromise({
+      // Interruptible: a connect to a peer that does not answer waits up to its timeout, and closing a scope (a node
+      // shutting down while a link reconnects) must not wait for it. An interrupted connect aborts and cleans up.
+      Effect.interruptible(Effect.tryPromise({
         try: (signal) =>
           Driver.connect(
             address,
@@ -271,7 +273,7 @@ export const connect = (
             signal
           ),
         catch: (e) => connectError(address, options.alpn, e, mismatch, pinned)
-      }),
+      })),
       (client) => Effect.promise(() => client.close())
     )
     return QuicConnection.make(client.connection, "client", client.close)
