@@ -5,7 +5,7 @@
  * together; the first test fails when they differ.
  */
 import { expect, it } from "@effect/vitest"
-import * as fs from "node:fs/promises"
+import { expectReadmeExample } from "../shared/readme.js"
 
 // --- README example (section "engine") ---
 import { Effect, Layer, Option, Schema, Stream } from "effect"
@@ -50,25 +50,7 @@ const program = Effect.gen(function*() {
 const main = program.pipe(Effect.scoped, Effect.provide(node))
 // --- end of README example ---
 
-const RUN = "Effect.runPromise(main)"
-
-const between = (text: string, start: string, end: string): string => {
-  const from = text.indexOf(start)
-  const to = text.indexOf(end, from + start.length)
-  if (from < 0 || to < 0) throw new Error(`markers not found: ${start} … ${end}`)
-  return text.slice(from + start.length, to)
-}
-
-it.effect("README: the engine example is this file's code", () =>
-  Effect.gen(function*() {
-    const readme = yield* Effect.promise(() => fs.readFile(new URL("../../README.md", import.meta.url), "utf8"))
-    const self = yield* Effect.promise(() => fs.readFile(new URL(import.meta.url), "utf8"))
-    const section = between(readme, "<!-- section:engine -->", "<!-- /section:engine -->")
-    const block = between(section, "```ts\n", "```").trimEnd().split("\n")
-    expect(block.at(-1)).toMatch(new RegExp(`^${RUN.replace(/[()]/g, "\\$&")}`))
-    const code = between(self, "// --- README example (section \"engine\") ---\n", "// --- end of README example ---")
-    expect(block.slice(0, -1).join("\n").trim()).toBe(code.replace("\"../../src/index.js\"", "\"alknet\"").trim())
-  }))
+it.effect("README: the engine example is this file's code", () => expectReadmeExample(import.meta.url, "engine"))
 
 it.live("README: the engine example serves the scoped operation to the peer's token and streams the countdown", () =>
   Effect.gen(function*() {

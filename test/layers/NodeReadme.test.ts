@@ -4,7 +4,7 @@
  * `main`. Edit both together; the first test fails when they differ.
  */
 import { expect, it } from "@effect/vitest"
-import * as fs from "node:fs/promises"
+import { expectReadmeExample } from "../shared/readme.js"
 
 // --- README example (section "library") ---
 import { Effect, Schema } from "effect"
@@ -29,25 +29,7 @@ const program = Effect.gen(function*() {
 const main = program.pipe(Effect.scoped, Effect.provide(Node.layerMemory({ operations: [hello] })))
 // --- end of README example ---
 
-const RUN = "Effect.runPromise(main)"
-
-const between = (text: string, start: string, end: string): string => {
-  const from = text.indexOf(start)
-  const to = text.indexOf(end, from + start.length)
-  if (from < 0 || to < 0) throw new Error(`markers not found: ${start} … ${end}`)
-  return text.slice(from + start.length, to)
-}
-
-it.effect("README: the library example is this file's code", () =>
-  Effect.gen(function*() {
-    const readme = yield* Effect.promise(() => fs.readFile(new URL("../../README.md", import.meta.url), "utf8"))
-    const self = yield* Effect.promise(() => fs.readFile(new URL(import.meta.url), "utf8"))
-    const section = between(readme, "<!-- section:library -->", "<!-- /section:library -->")
-    const block = between(section, "```ts\n", "```").trimEnd().split("\n")
-    expect(block.at(-1)).toMatch(new RegExp(`^${RUN.replace(/[()]/g, "\\$&")}`))
-    const code = between(self, "// --- README example (section \"library\") ---\n", "// --- end of README example ---")
-    expect(block.slice(0, -1).join("\n").trim()).toBe(code.replace("\"../../src/index.js\"", "\"alknet\"").trim())
-  }))
+it.effect("README: the library example is this file's code", () => expectReadmeExample(import.meta.url, "library"))
 
 it.live("README: the library example serves and answers", () =>
   Effect.gen(function*() {
