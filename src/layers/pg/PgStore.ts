@@ -32,13 +32,12 @@ import { notFound, StoreError } from "../../errors/StoreError.js"
 import type { ApiKeyEntry } from "../../schema/ApiKeyEntry.js"
 import { formatError } from "../../schema/Config.js"
 import type { EncryptedData } from "../../schema/EncryptedData.js"
-import type { PeerEntry } from "../../schema/PeerEntry.js"
 import * as CredentialStore from "../../services/CredentialStore.js"
 import * as IdentityProvider from "../../services/IdentityProvider.js"
 import * as IdentityStore from "../../services/IdentityStore.js"
 import * as StoreStatus from "../../services/StoreStatus.js"
 import { withWallClock } from "../FileWatch.js"
-import { ApiKeyRow, CredentialRow, PeerRow } from "../sqlite/rows.js"
+import { ApiKeyRow, CredentialRow, keyRow, PeerRow, peerRow } from "../sqlite/rows.js"
 
 export interface Options {
   /** `postgres://user@host:port/database` (a password in it works, but belongs in `password`). */
@@ -362,19 +361,6 @@ const makeStores = (
         Effect.zipRight(after(operation, name, key))
       )
 
-    const encode = <A, I>(schema: Schema.Schema<A, I>, what: string, value: A) =>
-      Schema.encode(schema)(value).pipe(
-        Effect.mapError((error) =>
-          new StoreError({ reason: "Serialization", message: `invalid ${what}: ${formatError(error)}` })
-        )
-      )
-    const peerRow = (peer: PeerEntry) =>
-      Effect.flatMap(IdentityStore.validatePeer(peer), (p) => encode(PeerRow, `peer ${JSON.stringify(p.peer_id)}`, p))
-    const keyRow = (key: ApiKeyEntry) =>
-      Effect.flatMap(
-        IdentityStore.validateApiKey(key),
-        (k) => encode(ApiKeyRow, `api key ${JSON.stringify(k.prefix)}`, k)
-      )
 
     const putApiKey = (key: ApiKeyEntry) =>
       Effect.flatMap(keyRow(key), (r) =>

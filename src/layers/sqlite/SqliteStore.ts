@@ -32,7 +32,7 @@ import * as CredentialStore from "../../services/CredentialStore.js"
 import * as IdentityProvider from "../../services/IdentityProvider.js"
 import * as IdentityStore from "../../services/IdentityStore.js"
 import { signalWithin, watchFiles, withWallClock } from "../FileWatch.js"
-import { ApiKeyRow, CredentialRow, PeerRow } from "./rows.js"
+import { ApiKeyRow, CredentialRow, keyRow, PeerRow, peerRow } from "./rows.js"
 
 export interface Options {
   /** Path of the database file; created (with its tables) if missing. Its directory must exist. */
@@ -220,19 +220,6 @@ const makeStores = (sql: SqliteClient.SqliteClient) => Effect.gen(function*() {
         Effect.filterOrFail((result) => changes(result) > 0, () => missing),
         Effect.zipRight(reloadAfter(operation))
       )
-    )
-  const encode = <A, I>(schema: Schema.Schema<A, I>, what: string, value: A) =>
-    Schema.encode(schema)(value).pipe(
-      Effect.mapError((error) =>
-        new StoreError({ reason: "Serialization", message: `invalid ${what}: ${formatError(error)}` })
-      )
-    )
-  const peerRow = (peer: PeerEntry) =>
-    Effect.flatMap(IdentityStore.validatePeer(peer), (p) => encode(PeerRow, `peer ${JSON.stringify(p.peer_id)}`, p))
-  const keyRow = (key: ApiKeyEntry) =>
-    Effect.flatMap(
-      IdentityStore.validateApiKey(key),
-      (k) => encode(ApiKeyRow, `api key ${JSON.stringify(k.prefix)}`, k)
     )
 
   const putApiKey = (key: ApiKeyEntry) =>

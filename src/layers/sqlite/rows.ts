@@ -3,10 +3,13 @@
  * 0/1; `expires_at` is ISO-8601 text; absent optional fields are NULL. Decoding a row checks it exactly like a
  * config file entry, so a row written by another tool cannot slip a malformed entry into the index.
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
+import { StoreError } from "../../errors/StoreError.js"
 import { ApiKeyEntry, Prefix } from "../../schema/ApiKeyEntry.js"
+import { formatError } from "../../schema/Config.js"
 import { EncryptedData } from "../../schema/EncryptedData.js"
 import { Fingerprint, PeerEntry, PeerId, Resources, Scopes, TokenHash } from "../../schema/PeerEntry.js"
+import * as IdentityStore from "../../services/IdentityStore.js"
 
 const Flag = Schema.transform(Schema.Literal(0, 1), Schema.Boolean, {
   strict: true,
@@ -62,3 +65,17 @@ export const ApiKeyRow = Schema.transform(
 
 /** `credentials(provider PK, key_version, salt, iv, data)` */
 export const CredentialRow = Schema.Struct({ provider: Schema.NonEmptyString, ...EncryptedData.fields })
+
+/** Encode a domain value as its row; a value that does not fit is a `Serialization` error naming `what`. */
+const encode = <A, I>(schema: Schema.Schema<A, I>, what: string, value: A) =>
+  Schema.encode(schema)(value).pipe(
+    Effect.mapError((error) => new StoreError({ reason: "Serialization", message: `invalid ${what}: ${formatError(error)}` }))
+  )
+
+/** A peer entry, checked like a config entry, as its row (every SQL store writes the same rows). */
+export const peerRow = (peer: PeerEntry) =>
+  Effect.flatMap(IdentityStore.validatePeer(peer), (p) => encode(PeerRow, `peer ${JSON.stringify(p.peer_id)}`, p))
+
+/** An API key entry, checked like a config entry, as its row. */
+export const keyRow = (key: ApiKeyEntry) =>
+  Effect.flatMap(IdentityStore.validateApiKey(key), (k) => encode(ApiKeyRow, `api key ${JSON.stringify(k.prefix)}`, k))
