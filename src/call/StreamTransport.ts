@@ -24,14 +24,8 @@ export interface Options {
   readonly maxFrameBytes?: number
 }
 
-export const invalidFrame = (error: unknown): TransportError.TransportError =>
-  new TransportError.TransportError({
-    reason: "InvalidFrame",
-    message: error instanceof Error ? error.message : String(error)
-  })
-
 /** Encode envelopes as consecutive frames in one buffer. Throws `CodecError`. */
-export const encodeFrames = (envelopes: ReadonlyArray<EventEnvelope>, maxFrameBytes: number): Uint8Array => {
+const encodeFrames = (envelopes: ReadonlyArray<EventEnvelope>, maxFrameBytes: number): Uint8Array => {
   if (envelopes.length === 1) return Codec.encodeFrame(envelopes[0]!, maxFrameBytes)
   const frames: Array<Uint8Array> = []
   for (const envelope of envelopes) frames.push(Codec.encodeFrame(envelope, maxFrameBytes))
@@ -77,7 +71,7 @@ class StreamChannel implements Channel {
     try {
       bytes = encodeFrames(envelopes, this.maxFrameBytes)
     } catch (e) {
-      return Effect.fail(invalidFrame(e))
+      return Effect.fail(TransportError.invalidFrame(e))
     }
     return this.stream.write(bytes)
   }
@@ -151,7 +145,7 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
           }
           envelopes = decoder.push(chunk.value)
         } catch (e) {
-          return ended(invalidFrame(e))
+          return ended(TransportError.invalidFrame(e))
         }
         let wait: Effect.Effect<void> | undefined
         for (let i = 0; i < envelopes.length; i++) {

@@ -18,3 +18,6 @@ export class TransportError extends Data.TaggedError("TransportError")<{
 
 export const closed = (message = "connection closed"): TransportError => new TransportError({ reason: "Closed", message })
 export const reset = (message = "stream reset by peer"): TransportError => new TransportError({ reason: "Reset", message })
+/** `InvalidFrame`, with the message of what failed to encode or decode (a `CodecError`, or anything thrown). */
+export const invalidFrame = (error: unknown): TransportError =>
+  new TransportError({ reason: "InvalidFrame", message: error instanceof Error ? error.message : String(error) })

@@ -44,10 +44,11 @@ export interface WebSocketTransport extends CallTransport {
   readonly closed: Effect.Effect<{ readonly code: number; readonly reason: string }>
 }
 
-/** The underlying net/tls socket, for corking several messages into one write. */
-interface Corkable {
+/** The underlying net/tls socket: to cork several messages into one write, and to wait for its buffer to drain. */
+interface RawSocket {
   cork(): void
   uncork(): void
+  once(event: "drain", listener: () => void): unknown
 }
 
 /**
@@ -163,7 +164,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
       )
     )
 
-    const corkable = (socket as unknown as { _socket?: Corkable })._socket
+    const raw = (socket as unknown as { _socket?: RawSocket })._socket
 
     const send = (bytes: Array<Uint8Array>): Effect.Effect<void, TransportError.TransportError> =>
       Effect.async<void, TransportError.TransportError>((resume) => {
@@ -172,15 +173,15 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
         }
         let waiting = true
         const last = bytes.length - 1
-        const several = last > 0 && corkable !== undefined
-        if (several) corkable.cork()
+        const several = last > 0 && raw !== undefined
+        if (several) raw.cork()
         for (let i = 0; i < last; i++) socket.send(bytes[i]!, { binary: true })
         socket.send(bytes[last]!, { binary: true }, (error) => {
           if (!waiting) return
           waiting = false
           resume(error ? Effect.fail(TransportError.closed(`connection closed: ${error.message}`)) : Effect.void)
         })
-        if (several) corkable.uncork()
+        if (several) raw.uncork()
         // Below the high-water mark the bytes are as good as accepted: don't wait for the write callback.
         if (waiting && socket.bufferedAmount <= highWaterMark) {
           waiting = false
@@ -194,9 +195,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
      */
     let heldForWrites = false
     const holdWhileBacklogged = () => {
-      if (heldForWrites || socket.bufferedAmount <= highWaterMark || corkable === undefined) return
-      const raw = (socket as unknown as { _socket?: NodeJS.EventEmitter })._socket
-      if (raw === undefined) return
+      if (heldForWrites || raw === undefined || socket.bufferedAmount <= highWaterMark) return
       heldForWrites = true
       pause()
       raw.once("drain", () => {
@@ -211,9 +210,7 @@ export const make = (socket: WebSocket, options: Options = {}): Effect.Effect<We
         try {
           for (const envelope of envelopes) bytes.push(Codec.encodeEnvelope(envelope, maxFrameBytes))
         } catch (e) {
-          return Effect.fail(
-            new TransportError.TransportError({ reason: "InvalidFrame", message: e instanceof Error ? e.message : String(e) })
-          )
+          return Effect.fail(TransportError.invalidFrame(e))
         }
         return send(bytes)
       },
