@@ -6,9 +6,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Redacted, Stream } from "effect"
 import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import * as FromOpenApi from "../../src/peer/FromOpenApi.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
+import { listen } from "../shared/http.js"
 
 const KEY = "k3y-not-in-any-url"
 
@@ -113,17 +113,8 @@ const api = (seen: Seen, slowClosed: Deferred.Deferred<void>) =>
       }
       json(404, { error: "no route" })
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.closeAllConnections()
-          server.close(() => resume(Effect.void))
-        })
-    )
-    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/openapi.yaml`
+    const base = yield* listen(server)
+    return `${base}/openapi.yaml`
   })
 
 describe("from_openapi", () => {

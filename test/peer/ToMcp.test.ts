@@ -10,13 +10,13 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { Deferred, Effect, Option, Redacted, Schema, TestClock } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import * as Discovery from "../../src/call/Discovery.js"
 import * as CallError from "../../src/errors/CallError.js"
 import * as Gateway from "../../src/layers/http/Gateway.js"
 import type { Identity } from "../../src/schema/Identity.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
+import { listen } from "../shared/http.js"
 
 interface Signals {
   readonly started: Deferred.Deferred<void>
@@ -76,17 +76,8 @@ const serve = (mcp: NonNullable<Gateway.Options["mcp"]>): Effect.Effect<{ url: s
       mcp
     })
     const server = Http.createServer(gateway.handler)
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.closeAllConnections()
-          server.close(() => resume(Effect.void))
-        })
-    )
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`, signals }
+    const base = yield* listen(server)
+    return { url: `${base}/mcp`, signals }
   })
 
 /** A connected SDK client, closed with the scope. */

@@ -6,7 +6,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Option, Queue, Redacted, Schema, Scope, Stream, TestClock } from "effect"
 import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import * as Discovery from "../../../src/call/Discovery.js"
 import * as CallError from "../../../src/errors/CallError.js"
 import * as Gateway from "../../../src/layers/http/Gateway.js"
@@ -14,6 +13,7 @@ import type { Identity } from "../../../src/schema/Identity.js"
 import type * as CallProtocol from "../../../src/services/CallProtocol.js"
 import * as Operation from "../../../src/services/Operation.js"
 import * as OperationRegistry from "../../../src/services/OperationRegistry.js"
+import { listen } from "../../shared/http.js"
 
 /** What the handlers tell the test: started / interrupted, per test. */
 interface Signals {
@@ -129,17 +129,8 @@ const serve = (options: Partial<Gateway.Options> = {}, gatewayScope?: Scope.Scop
     const make = Gateway.make({ source, authenticator: authenticator(failures), ...options })
     const gateway = yield* (gatewayScope === undefined ? make : Scope.extend(make, gatewayScope))
     const server = Http.createServer(gateway.handler)
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.closeAllConnections()
-          server.close(() => resume(Effect.void))
-        })
-    )
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, signals, failures }
+    const base = yield* listen(server)
+    return { url: base, signals, failures }
   })
 
 interface Answer {
