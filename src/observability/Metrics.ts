@@ -78,7 +78,7 @@ export class Labels2 {
   private readonly cache = new Map<string, Map<string, ReadonlyArray<MetricLabel.MetricLabel>>>()
   private readonly first: Labels
 
-  constructor(private readonly key1: string, private readonly key2: string, limit = maxLabelValues) {
+  constructor(key1: string, private readonly key2: string, limit = maxLabelValues) {
     this.first = new Labels(key1, limit)
   }
 
