@@ -16,6 +16,7 @@ import type { Scope } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { ConfigError } from "../errors/ConfigError.js"
+import * as NodeMetrics from "../observability/NodeMetrics.js"
 import * as Config from "../schema/Config.js"
 import * as IdentityProvider from "../services/IdentityProvider.js"
 import * as NodeConfig from "../services/NodeConfig.js"
@@ -82,7 +83,7 @@ const parse = (file: string, text: string): Effect.Effect<Config.Config, ConfigE
 export const load = (file: string): Effect.Effect<Config.Config, ConfigError> =>
   Effect.flatMap(read(path.resolve(file)), (text) => parse(path.resolve(file), text))
 
-const staticFields = ["listen", "tls", "drain_timeout_ms", "data_dir", "list_peers", "ssh", "store"] as const
+const staticFields = Object.keys(Config.StaticConfig.fields) as ReadonlyArray<keyof Config.StaticConfig>
 
 /** Provide `NodeConfig` and `ConfigFile` from the file at `file`, reloading it on change. */
 export const layerConfig = (
@@ -110,6 +111,7 @@ export const layerConfig = (
           }
           yield* SubscriptionRef.set(dynamic, Config.dynamicOf(next))
           lastText = text
+          NodeMetrics.countReload("config", true)
           yield* Effect.logInfo(
             `config ${absolute} reloaded: ${next.peers.length} peers, ${next.api_keys.length} api keys`
           )
@@ -120,10 +122,11 @@ export const layerConfig = (
         })
 
       const rejected = (error: ConfigError) =>
-        Effect.zipRight(
-          Effect.logError(`config reload rejected, previous config stays in force: ${error.message}`),
-          PubSub.publish(events, ReloadEvent.Rejected({ error }))
-        )
+        Effect.gen(function*() {
+          NodeMetrics.countReload("config", false)
+          yield* Effect.logError(`config reload rejected, previous config stays in force: ${error.message}`)
+          yield* PubSub.publish(events, ReloadEvent.Rejected({ error }))
+        })
 
       /** Re-read; the same text as last time is not a change (editors touch files). */
       const reloadIfChanged = (force: boolean) =>

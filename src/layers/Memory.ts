@@ -55,7 +55,7 @@ export const layerListener = (
       return yield* new NodeError({ reason: "Listen", message: `memory listener name ${JSON.stringify(host)}: use a-z, 0-9, -` })
     }
     const port = network.nextPort()
-    const handler = CallProtocol.handler(node.serve)
+    const handler = CallProtocol.handler(node.serve, "memory")
     const accept = (connection: Connection) =>
       Effect.asVoid(Effect.forkIn(
         Effect.scoped(Effect.ensuring(handler(connection), connection.close())),

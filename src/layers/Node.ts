@@ -57,6 +57,7 @@ import { Context, Data, Duration, Effect, Layer, Option, Schema, Stream } from "
 import type { Redacted, Scope } from "effect"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Discovery from "../call/Discovery.js"
+import * as NodeMetrics from "../observability/NodeMetrics.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as Composite from "../peer/Composite.js"
 import * as Outbound from "../peer/Outbound.js"
@@ -495,6 +496,7 @@ export const layerWebSocket = (
       onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
       ...(node.serve.limits === undefined ? {} : { limits: node.serve.limits }),
       callerAdmission: CallProtocol.callerAdmission(node.serve),
+      metrics: config.static.metrics,
       title: `alknet node ${node.fingerprint}`,
       version: VERSION
     })
@@ -514,6 +516,7 @@ export const layerWebSocket = (
           // No token: anonymous, the ACL decides. A token that resolves to nobody is a failed authentication.
           if (authenticator === undefined || Option.isNone(token)) return
           if (Option.isSome(yield* authenticator.resolveToken(token.value))) return
+          NodeMetrics.countAuthFailure("ws")
           yield* limiter.recordAuthFailure(remote.host)
           return yield* Effect.fail<WebSocket.UpgradeRefused>({ status: 401, message: "unknown bearer token" })
         }),

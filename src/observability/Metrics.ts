@@ -34,7 +34,7 @@ export const connections = Metric.gauge("alknet_connections", {
   description: "Open call-protocol connections, by transport"
 })
 
-/** Outbound peer links, by `state` (`connecting`, `connected`, `disconnected`): how many links are in each. */
+/** Outbound peer links, by `state` (`connecting`, `connected`, `reconnecting`, `failed`, as `node/info` says): how many links are in each. */
 export const peerLinks = Metric.gauge("alknet_peer_links", {
   description: "Outbound peer links by state"
 })

@@ -14,6 +14,7 @@ import { Effect, Exit, Option, Redacted, Schema, Scope, Stream } from "effect"
 import type { OutboundPeer } from "../schema/Config.js"
 import { outboundId } from "../schema/Config.js"
 import type { OperationSummary } from "../schema/OperationSpec.js"
+import * as NodeMetrics from "../observability/NodeMetrics.js"
 import * as CallClient from "../services/CallClient.js"
 import type * as CallProtocol from "../services/CallProtocol.js"
 import * as CredentialStore from "../services/CredentialStore.js"
@@ -76,7 +77,19 @@ interface Running {
   readonly scope: Scope.CloseableScope
   readonly link: Peer.Link | undefined
   readonly error: string | undefined
+  /** The link's place in `alknet_peer_links{state}`. */
+  readonly gauge: NodeMetrics.LinkState
 }
+
+/** How a link is doing, as `node/info` says it (no link: its credential failed). */
+const stateOf = (link: Peer.Link | undefined): PeerInfo["state"] =>
+  link === undefined || link.status() === "stopped"
+    ? "failed"
+    : link.status() === "connected"
+    ? "connected"
+    : link.connections() === 0 && link.failedAttempts() === 0
+    ? "connecting"
+    : "reconnecting"
 
 /** Keep one link per entry for the life of the scope. */
 export const make = (
@@ -99,11 +112,13 @@ export const make = (
     const start = (entry: OutboundPeer): Effect.Effect<Running> =>
       Effect.gen(function*() {
         const scope = yield* Scope.make()
+        const gauge = NodeMetrics.makeLinkState()
         const peerId = outboundId(entry)
         const secret = entry.token_credential === undefined ? undefined : yield* Effect.either(token(entry.token_credential))
         if (secret !== undefined && secret._tag === "Left") {
           yield* Effect.logWarning(`peer ${peerId}: ${secret.left}`)
-          return { entry, key: JSON.stringify(entry), scope, link: undefined, error: secret.left }
+          gauge.set(stateOf(undefined))
+          return { entry, key: JSON.stringify(entry), scope, link: undefined, error: secret.left, gauge }
         }
         const credentials: CallClient.Credentials = {
           identity: options.identity,
@@ -117,15 +132,20 @@ export const make = (
             credentials,
             import: importOptions(entry),
             ...(options.authenticator === undefined ? {} : { authenticator: options.authenticator }),
-            ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts })
+            ...(options.maxAuthAttempts === undefined ? {} : { maxAuthAttempts: options.maxAuthAttempts }),
+            onStatus: (link) => gauge.set(stateOf(link))
           }).pipe(Effect.provideService(CallClient.Dialer, dialer)),
           scope
         )
-        return { entry, key: JSON.stringify(entry), scope, link, error: undefined }
+        gauge.set(stateOf(link))
+        return { entry, key: JSON.stringify(entry), scope, link, error: undefined, gauge }
       })
 
     const stop = (peerId: PeerId, r: Running) =>
-      Effect.zipRight(Scope.close(r.scope, Exit.void), graph.forget(peerId))
+      Effect.zipRight(
+        Effect.ensuring(Scope.close(r.scope, Exit.void), Effect.sync(r.gauge.close)),
+        graph.forget(peerId)
+      )
 
     /** Bring the links in line with `entries` (config first, then the extras; the first entry of an id wins). */
     const apply = (entries: ReadonlyArray<OutboundPeer>) =>
@@ -159,13 +179,7 @@ export const make = (
         return [...running].map(([peerId, r]): PeerInfo => {
           const status = statuses.get(peerId)
           const link = r.link
-          const state: PeerInfo["state"] = link === undefined || link.status() === "stopped"
-            ? "failed"
-            : link.status() === "connected"
-            ? "connected"
-            : link.connections() === 0 && link.failedAttempts() === 0
-            ? "connecting"
-            : "reconnecting"
+          const state = stateOf(link)
           return {
             peer_id: peerId,
             address: r.entry.address,

@@ -54,6 +54,8 @@ export interface ConnectOptions {
   readonly schedule?: Schedule.Schedule<unknown, unknown>
   /** Give up one connection attempt after this long (default 10 s). */
   readonly connectTimeout?: Duration.DurationInput
+  /** Told of every change of the link's status (after its counters are updated), e.g. to keep a gauge in step. */
+  readonly onStatus?: (link: Link) => void
 }
 
 export type LinkStatus = "connecting" | "connected" | "backoff" | "stopped"
@@ -85,9 +87,13 @@ export const connect = (
     let ready = Deferred.unsafeMake<CallClient.ClientConnection>(FiberId.none)
     const driver = yield* Schedule.driver(options.schedule ?? defaultBackoff)
     const label = `peer ${options.peerId}`
+    const setStatus = (next: LinkStatus) => {
+      status = next
+      options.onStatus?.(link)
+    }
 
     const session = Effect.scoped(Effect.gen(function*() {
-      status = "connecting"
+      setStatus("connecting")
       const connection = yield* CallClient.connect(options.address, options.credentials ?? {}, {
         source: options.serve ?? graph.source,
         extendEnv: graph.extendEnv,
@@ -96,10 +102,10 @@ export const connect = (
         ...(options.connectTimeout === undefined ? {} : { connectTimeout: options.connectTimeout })
       })
       yield* graph.attach(options.peerId, fromCall(connection, { label, ...options.import }), { slot: SLOT })
-      status = "connected"
       connections++
       failedAttempts = 0
       lastError = Option.none() // connected again: the last failure is history, not news
+      setStatus("connected")
       yield* driver.reset
       yield* Deferred.succeed(ready, connection)
       yield* connection.closed
@@ -117,15 +123,13 @@ export const connect = (
           yield* Effect.logDebug(`${label}: ${Option.getOrElse(lastError, () => "")}`)
         }
         if (yield* Deferred.isDone(ready)) ready = Deferred.unsafeMake<CallClient.ClientConnection>(FiberId.none)
-        status = "backoff"
+        setStatus("backoff")
         const next = yield* Effect.option(driver.next(undefined))
         if (Option.isNone(next)) break
       }
-      status = "stopped"
+      setStatus("stopped")
     })
-    yield* Effect.forkScoped(Effect.onExit(loop, () => Effect.sync(() => (status = "stopped"))))
-
-    return {
+    const link: Link = {
       peerId: options.peerId,
       status: () => status,
       connection: Effect.suspend(() => Deferred.await(ready)),
@@ -133,6 +137,8 @@ export const connect = (
       lastError: () => lastError,
       failedAttempts: () => failedAttempts
     }
+    yield* Effect.forkScoped(Effect.onExit(loop, () => Effect.sync(() => setStatus("stopped"))))
+    return link
   })
 
 export interface AcceptOptions {

@@ -1,8 +1,8 @@
 /**
  * A node's configuration file (SPEC §11): one JSON object with snake_case keys, like the wire.
  *
- * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`, `list_peers`, `store`) are read once at
- *   start; changing them needs a restart.
+ * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`, `list_peers`, `ssh`, `store`, `metrics`,
+ *   `log_format`) are read once at start; changing them needs a restart.
  * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
@@ -149,6 +149,16 @@ export const StoreConfig = Schema.Union(
 ).annotations({ identifier: "StoreConfig" })
 export type StoreConfig = typeof StoreConfig.Type
 
+/** The Prometheus endpoint's access: `token` (an authenticated caller) or `public` (anyone). */
+export const MetricsConfig = Schema.Struct({
+  auth: Schema.optionalWith(Schema.Literal("token", "public"), { default: () => "token" as const, exact: true })
+})
+export type MetricsConfig = typeof MetricsConfig.Type
+
+/** Log lines for people (`pretty`) or for machines (`json`: one object per line). */
+export const LogFormat = Schema.Literal("pretty", "json")
+export type LogFormat = typeof LogFormat.Type
+
 export const StaticConfig = Schema.Struct({
   listen: Schema.optionalWith(ListenAddress, { default: () => ({ host: "127.0.0.1", port: 4433 }), exact: true }),
   tls: Schema.optionalWith(TlsIdentity, { default: () => ({ type: "raw_key" as const }), exact: true }),
@@ -160,7 +170,11 @@ export const StaticConfig = Schema.Struct({
   /** Serve SSH (`alknet/ssh`) on the QUIC endpoint; absent: not served. */
   ssh: Schema.optionalWith(SshConfig, { exact: true }),
   /** Where peers, API keys and credentials are kept (default: SQLite in `data_dir`). */
-  store: Schema.optionalWith(StoreConfig, { default: () => ({ type: "sqlite" as const }), exact: true })
+  store: Schema.optionalWith(StoreConfig, { default: () => ({ type: "sqlite" as const }), exact: true }),
+  /** Who may read `GET /metrics` on the HTTP gateway: `token` (an authenticated caller; the default) or `public`. */
+  metrics: Schema.optionalWith(MetricsConfig, { default: () => ({ auth: "token" as const }), exact: true }),
+  /** How `alknet node` logs to stderr: `pretty` (readable lines; the default) or `json` (one object per line). */
+  log_format: Schema.optionalWith(LogFormat, { default: () => "pretty" as const, exact: true })
 }).annotations({ identifier: "StaticConfig" })
 export type StaticConfig = typeof StaticConfig.Type
 

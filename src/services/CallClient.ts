@@ -20,6 +20,7 @@ import type { OperationSource } from "../call/Dispatcher.js"
 import type { CallTransport } from "../call/Transport.js"
 import * as EndpointError from "../errors/EndpointError.js"
 import { compact } from "../internal/compact.js"
+import * as NodeMetrics from "../observability/NodeMetrics.js"
 import type { Identity } from "../schema/Identity.js"
 import { identify } from "./CallProtocol.js"
 import type { Authenticator } from "./CallProtocol.js"
@@ -178,6 +179,7 @@ export const connect = (
   Effect.gen(function*() {
     const parsed = yield* parseAddress(address)
     const { peerFingerprint, transport } = yield* dial(yield* Dialer, parsed, credentials, options)
+    const label = parsed.scheme === "wss" ? "ws" : parsed.scheme
     const authenticator = options.authenticator
     const identity: Effect.Effect<Option.Option<Identity>> = authenticator === undefined || Option.isNone(peerFingerprint)
       ? Effect.succeed(Option.none())
@@ -186,7 +188,8 @@ export const connect = (
       identify: identify(compact({
         identity,
         resolveToken: authenticator?.resolveToken,
-        maxAuthAttempts: options.maxAuthAttempts
+        maxAuthAttempts: options.maxAuthAttempts,
+        onAuthFailure: () => NodeMetrics.countAuthFailure(label)
       })),
       ...compact({
         source: options.source,
@@ -195,6 +198,7 @@ export const connect = (
         authToken: credentials.token
       })
     })
+    yield* NodeMetrics.trackConnection(label, connection.closed)
     return { ...connection, address: parsed, remoteAddress: { host: parsed.host, port: parsed.port }, peerFingerprint }
   })
 

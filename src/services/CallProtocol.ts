@@ -26,6 +26,7 @@ import * as Connection from "../call/Connection.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as StreamTransport from "../call/StreamTransport.js"
 import type { CallTransport } from "../call/Transport.js"
+import * as NodeMetrics from "../observability/NodeMetrics.js"
 import type { Identity } from "../schema/Identity.js"
 import type { Address, ProtocolHandler } from "./Endpoint.js"
 
@@ -40,7 +41,7 @@ export interface Authenticator {
 
 /** What a served connection looks like from the outside, for `admit` and `onConnection`. */
 export interface ConnectionInfo {
-  readonly transport: "quic" | "ws"
+  readonly transport: "quic" | "ws" | "memory"
   readonly remoteAddress: Address
   readonly peerFingerprint: Option.Option<string>
 }
@@ -210,14 +211,19 @@ export const serve = (
         return yield* transport.close
       }
     }
+    yield* NodeMetrics.trackConnection(info.transport)
     const authenticator = options.authenticator
     const onAuthFailure = options.onAuthFailure
-    const resolveToken = authenticator === undefined || onAuthFailure === undefined
-      ? authenticator?.resolveToken
+    const authFailed = Effect.zipRight(
+      Effect.sync(() => NodeMetrics.countAuthFailure(info.transport)),
+      onAuthFailure === undefined ? Effect.void : onAuthFailure(info)
+    )
+    const resolveToken = authenticator === undefined
+      ? undefined
       : (token: Redacted.Redacted<string>) =>
-        Effect.tap(authenticator.resolveToken(token), (resolved) => Option.isNone(resolved) ? onAuthFailure(info) : Effect.void)
-    if (authenticator !== undefined && onAuthFailure !== undefined && Option.isSome(upgradeToken)) {
-      if (Option.isNone(yield* authenticator.resolveToken(upgradeToken.value))) yield* onAuthFailure(info)
+        Effect.tap(authenticator.resolveToken(token), (resolved) => Option.isNone(resolved) ? authFailed : Effect.void)
+    if (authenticator !== undefined && Option.isSome(upgradeToken)) {
+      if (Option.isNone(yield* authenticator.resolveToken(upgradeToken.value))) yield* authFailed
     }
     const byFingerprint = authenticator === undefined || Option.isNone(info.peerFingerprint)
       ? none
@@ -255,11 +261,14 @@ export const serve = (
     })
   )
 
-/** The protocol handler to register on an `Endpoint` under `ALPN`. */
-export const handler = (options: ServeOptions): ProtocolHandler => (connection) =>
+/**
+ * The protocol handler to register on an `Endpoint` under `ALPN`; `transport` names what carries it (in logs and the
+ * `alknet_connections` metric; default `quic`).
+ */
+export const handler = (options: ServeOptions, transport: "quic" | "memory" = "quic"): ProtocolHandler => (connection) =>
   serve(
     StreamTransport.make(connection, options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
-    { transport: "quic", remoteAddress: connection.remoteAddress, peerFingerprint: connection.peerFingerprint },
+    { transport, remoteAddress: connection.remoteAddress, peerFingerprint: connection.peerFingerprint },
     options
   )
 

@@ -19,6 +19,7 @@
  * | `GET /schema?name=` | `services/schema` for the caller |
  * | `GET /openapi.json` | the OpenAPI 3.1 document of what the caller may call (`peer/ToOpenApi`) |
  * | `GET /healthz` | `{status: "ok"}`, unauthenticated |
+ * | `GET /metrics` | the process's metrics in the Prometheus text format; an authenticated caller only unless `metrics.auth` is `"public"` |
  *
  * Errors are `{code, message, retryable, details?}` with the status: NOT_FOUND 404 (Internal operations too),
  * FORBIDDEN 401 without an identity (with `WWW-Authenticate: Bearer`) and 403 with one, INVALID_INPUT 422,
@@ -46,6 +47,8 @@ import * as Dispatcher from "../../call/Dispatcher.js"
 import type { OperationSource } from "../../call/Dispatcher.js"
 import * as CallError from "../../errors/CallError.js"
 import type { Backend as ToMcpBackend, Outcome as ToMcpOutcome } from "../../peer/ToMcp.js"
+import * as NodeMetrics from "../../observability/NodeMetrics.js"
+import * as Prometheus from "../../observability/Prometheus.js"
 import * as ToOpenApi from "../../peer/ToOpenApi.js"
 import type { Identity } from "../../schema/Identity.js"
 import * as Json from "../../schema/Json.js"
@@ -91,6 +94,11 @@ export interface Options {
   /** `info` of the OpenAPI document. */
   readonly title?: string
   readonly version?: string
+  /**
+   * Who may read `GET /metrics`: `"token"` (default) a caller whose bearer token (or TLS client certificate) resolves
+   * to an identity — anyone else gets 401 —, `"public"` anyone.
+   */
+  readonly metrics?: { readonly auth?: "token" | "public" }
   /** A tracing span per HTTP request (the platform's middleware; default off: it costs ~15% of a call's CPU). */
   readonly tracing?: boolean
   /**
@@ -324,6 +332,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       ? Effect.map(options.limits, (l) => ({ ...CallProtocol.defaultLimits, ...l }))
       : Effect.succeed({ ...CallProtocol.defaultLimits, ...options.limits })
     const authenticator = options.authenticator
+    const metricsPublic = options.metrics?.auth === "public"
 
     // Calls in flight per caller (an identity, or an anonymous address), shared with the wire when the node says so.
     const admission = options.callerAdmission ?? CallProtocol.makeCallerAdmission()
@@ -348,6 +357,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       if (Option.isSome(token)) {
         const resolved = yield* authenticator.resolveToken(token.value)
         if (Option.isSome(resolved)) return { identity: resolved, remote }
+        NodeMetrics.countAuthFailure("http")
         if (options.onAuthFailure !== undefined) yield* options.onAuthFailure(remote)
       }
       const socket = incoming.socket as Partial<Tls.TLSSocket>
@@ -519,6 +529,15 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
 
     const router = HttpRouter.empty.pipe(
       HttpRouter.get("/healthz", Effect.succeed(jsonResponse({ status: "ok" }, 200))),
+      HttpRouter.get(
+        "/metrics",
+        route((caller) =>
+          metricsPublic || Option.isSome(caller.identity)
+            ? Effect.map(Prometheus.text, (text) =>
+              HttpServerResponse.text(text, { contentType: Prometheus.CONTENT_TYPE, headers: jsonHeaders }))
+            : Effect.succeed(errorResponse(CallError.forbidden("authentication required"), caller, undefined))
+        )
+      ),
       HttpRouter.post("/subscribe", subscribeRoute),
       HttpRouter.post("/subscribe/*", subscribeRoute),
       HttpRouter.post(

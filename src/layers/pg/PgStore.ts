@@ -29,6 +29,7 @@ import { Cause, Context, Deferred, Effect, Either, Layer, Option, Queue, Redacte
 import type * as Pg from "pg"
 import type { Scope } from "effect"
 import { notFound, StoreError } from "../../errors/StoreError.js"
+import * as NodeMetrics from "../../observability/NodeMetrics.js"
 import type { ApiKeyEntry } from "../../schema/ApiKeyEntry.js"
 import { formatError } from "../../schema/Config.js"
 import type { EncryptedData } from "../../schema/EncryptedData.js"
@@ -331,8 +332,15 @@ const makeStores = (
         (e) => Effect.logError(`postgres ${target}: ${e.message}; that entry keeps its previous state`),
         { discard: true }
       )
+    /** A reload from the database (a notification, a reconnect): counted, rows that did not decode logged. */
     const refresh = (changed: ReadonlyMap<TableName, ReadonlyArray<string> | undefined>) =>
-      lock.withPermits(1)(refreshLocked(changed)).pipe(Effect.flatMap(logRejected))
+      lock.withPermits(1)(refreshLocked(changed)).pipe(
+        Effect.tapBoth({
+          onFailure: () => Effect.sync(() => NodeMetrics.countReload("postgres", false)),
+          onSuccess: (rejected) => Effect.sync(() => NodeMetrics.countReload("postgres", rejected.length === 0))
+        }),
+        Effect.flatMap(logRejected)
+      )
 
     // Writes: the statement (its trigger notifies every node on commit), then this node re-reads the row.
     const after = (operation: string, name: TableName, key: string) =>
@@ -564,7 +572,7 @@ const makeStores = (
         yield* step("listen", () => client.query(`LISTEN ${CHANNEL}`))
         // Whatever was committed before LISTEN took effect is read now; whatever comes after is notified.
         pending = new Map()
-        yield* Effect.flatMap(lock.withPermits(1)(refreshLocked(everything)), logRejected)
+        yield* refresh(everything)
         yield* connected
         return yield* Deferred.await(closed)
       }).pipe(Effect.scoped)

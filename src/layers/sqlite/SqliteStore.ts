@@ -24,6 +24,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Cause, Context, Effect, Either, Exit, Layer, Option, Queue, Schema } from "effect"
 import * as path from "node:path"
 import { notFound, StoreError } from "../../errors/StoreError.js"
+import * as NodeMetrics from "../../observability/NodeMetrics.js"
 import type { ApiKeyEntry } from "../../schema/ApiKeyEntry.js"
 import { formatError } from "../../schema/Config.js"
 import type { EncryptedData } from "../../schema/EncryptedData.js"
@@ -299,9 +300,17 @@ const makeStores = (sql: SqliteClient.SqliteClient) => Effect.gen(function*() {
     Effect.mapError((error) => new StoreError({ reason: "Backend", message: error.message }))
   )
   const check = lock.withPermits(1)(checkLocked).pipe(
+    Effect.tap((reloaded) =>
+      Effect.sync(() => {
+        if (reloaded) NodeMetrics.countReload("sqlite", true)
+      })
+    ),
     Effect.catchAll((error) =>
       Effect.as(
-        Effect.logError(`sqlite ${filename}: reload rejected, previous index stays in force: ${error.message}`),
+        Effect.zipRight(
+          Effect.sync(() => NodeMetrics.countReload("sqlite", false)),
+          Effect.logError(`sqlite ${filename}: reload rejected, previous index stays in force: ${error.message}`)
+        ),
         true
       )
     )

@@ -33,6 +33,7 @@ import type { Scope } from "effect"
 import type { Identity } from "../../schema/Identity.js"
 import type { ProtocolHandler } from "../../services/Endpoint.js"
 import * as EndpointError from "../../errors/EndpointError.js"
+import * as NodeMetrics from "../../observability/NodeMetrics.js"
 import type { Duplex } from "node:stream"
 import * as DuplexStream from "./Duplex.js"
 import * as Keys from "./Keys.js"
@@ -112,6 +113,7 @@ const makeServer = (options: ServerOptions) => {
           )
         }
       }
+      yield* NodeMetrics.trackConnection("ssh")
       const runtime = yield* Effect.runtime<never>()
       const runFork = Runtime.runFork(runtime)
       const runCallback = <A>(effect: Effect.Effect<A>, onDone: (a: A) => void) =>
@@ -153,6 +155,7 @@ const makeServer = (options: ServerOptions) => {
       const refuse = (ctx: AuthContext, why: string) => {
         refusals++
         warn(`ssh authentication refused: ${why}`, { user: ctx.username, method: ctx.method })
+        NodeMetrics.countAuthFailure("ssh")
         if (options.onAuthFailure !== undefined) runFork(options.onAuthFailure(transport.host))
         ctx.reject(["publickey"])
         if (refusals >= maxAuthAttempts) duplex.destroy()
