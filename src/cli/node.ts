@@ -14,6 +14,7 @@ import * as path from "node:path"
 import * as ConfigFile from "../layers/ConfigFile.js"
 import type { NodeInfo } from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
+import * as Logs from "../observability/Logs.js"
 import * as Shutdown from "./shutdown.js"
 import type { ListenAddress } from "../schema/Config.js"
 import * as Demo from "./demo.js"
@@ -47,6 +48,13 @@ const http = Options.boolean("http").pipe(
 )
 const demo = Options.boolean("demo").pipe(
   Options.withDescription("also serve the demo operations (demo/echo, demo/secret, demo/slow, demo/ticks)")
+)
+const logFormat = Options.choice("log-format", ["pretty", "json"]).pipe(
+  Options.withDescription(
+    "how logs are written to stderr: pretty (readable lines, the default) or json (one object per line, with " +
+      "trace_id / span_id inside a traced call); default: the config's log_format"
+  ),
+  Options.optional
 )
 const init = Options.boolean("init").pipe(
   Options.withDescription("create the home first if there is none (its report goes to stderr)")
@@ -150,7 +158,7 @@ const readDrainTimeout = async (home: string): Promise<number> => {
 
 export const command = Command.make(
   "node",
-  { home: Shared.home, listen, wsListen, wsPlain, http, demo, init, connect: Outbound.connectOption },
+  { home: Shared.home, listen, wsListen, wsPlain, http, demo, init, logFormat, connect: Outbound.connectOption },
   (o) =>
     Effect.gen(function*() {
       const home = path.resolve(o.home)
@@ -163,6 +171,11 @@ export const command = Command.make(
         if (!found) yield* initHome({ home, words: 24, mnemonicStdin: false, storeMnemonic: true }, Io.err)
       }
       yield* NodeHome.requireHome(home)
+      // The log format: the flag, else the config's (an unreadable config fails below, with its own message).
+      const format = Option.isSome(o.logFormat)
+        ? o.logFormat.value
+        : Option.match(yield* Effect.option(Home.config(home)), { onNone: () => "pretty" as const, onSome: (c) => c.log_format })
+      yield* Effect.locallyScoped(Logs.currentFormat, format)
       // One node per home: a second one would take over the run file and remove it when it stops.
       yield* Lock.acquire(home)
       const mnemonic = yield* Home.mnemonicFromStdin(home)

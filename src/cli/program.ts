@@ -16,6 +16,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Cause, ConfigProvider, Console, Effect, Either, Exit, identity, Layer, Logger, LogLevel, Option } from "effect"
 import { inspect } from "node:util"
 import packageJson from "../../package.json" with { type: "json" }
+import * as Logs from "../observability/Logs.js"
 import * as Credential from "./credential.js"
 import { ExitCode, fromExit, usage } from "./errors.js"
 import * as Init from "./init.js"
@@ -281,7 +282,8 @@ export const run = (argv: ReadonlyArray<string>, options: RunOptions = {}): Effe
     const path = Either.isRight(checked) ? checked.right.path : []
     const program = Either.isLeft(checked) ? Effect.fail(checked.left) : cli([...argv.slice(0, 2), ...args])
     const logger = Layer.mergeAll(
-      Logger.replace(Logger.defaultLogger, Logger.prettyLogger({ stderr: true, colors: stdio.colors.err, mode: "tty" })),
+      // Readable lines on stderr; `alknet node --log-format json` switches its fiber to JSON lines (`Logs.currentFormat`).
+      Logger.replace(Logger.defaultLogger, Logs.logger({ colors: stdio.colors.err })),
       Logger.minimumLogLevel(verbose ? LogLevel.Debug : LogLevel.Info)
     )
     return program.pipe(
