@@ -32,6 +32,10 @@ export const traceOf = (context: FiberRefs.FiberRefs): Option.Option<{ readonly 
 const consoleOf = (context: FiberRefs.FiberRefs) =>
   Context.get(FiberRefs.getOrDefault(context, DefaultServices.currentServices), Console.Console).unsafe
 
+/** An `Error` as JSON: its name and message (own fields too), not `{}`. */
+const errorJson = (value: unknown) =>
+  value instanceof Error && !("toJSON" in value) ? { ...value, name: value.name, message: value.message } : value
+
 /** The JSON object of one log line (before it is serialized). */
 export const jsonRecord = (options: Logger.Logger.Options<unknown>): Record<string, unknown> => {
   const structured = Logger.structuredLogger.log(options)
@@ -39,7 +43,7 @@ export const jsonRecord = (options: Logger.Logger.Options<unknown>): Record<stri
   return {
     time: structured.timestamp,
     level: structured.logLevel,
-    message: structured.message,
+    message: Array.isArray(structured.message) ? structured.message.map(errorJson) : errorJson(structured.message),
     annotations: structured.annotations,
     spans: structured.spans,
     ...(Option.isSome(trace) ? { trace_id: trace.value.traceId, span_id: trace.value.spanId } : {}),

@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from "@effect/vitest"
 import { Cause, Effect, Either, Logger, Redacted, Tracer } from "effect"
 import { inspect } from "node:util"
 import { HdPath, Vault } from "../../src/index.js"
+import * as Logs from "../../src/observability/Logs.js"
 import { ABOUT, seedOf } from "./VaultReference.js"
 
 /** Every spelling of `secret` bytes a serializer might produce. */
@@ -29,18 +30,24 @@ const expectNoLeak = (output: string, secrets: ReadonlyArray<string>) => {
 const loggedBy = <A, E>(log: Effect.Effect<A, E>) =>
   Effect.gen(function*() {
     const lines: Array<string> = []
-    const consoleLog = vi.spyOn(console, "log").mockImplementation((...args: Array<unknown>) => {
-      lines.push(args.map(String).join(" "))
-    })
+    const collect = (...args: Array<unknown>) => {
+      lines.push(args.map((a) => (typeof a === "string" ? a : inspect(a, { depth: Infinity }))).join(" "))
+    }
+    const consoleLog = vi.spyOn(console, "log").mockImplementation(collect)
+    // The node's own formats (`alknet node --log-format`) write to stderr.
+    const consoleError = vi.spyOn(console, "error").mockImplementation(collect)
     const capture = Logger.make((options) => {
       lines.push(Logger.logfmtLogger.log(options))
       lines.push(Logger.jsonLogger.log(options))
       lines.push(Logger.stringLogger.log(options))
       lines.push(JSON.stringify(Logger.structuredLogger.log(options)))
       Logger.prettyLogger({ colors: false }).log(options)
+      Logs.json.log(options)
+      Logs.pretty().log(options)
     })
     yield* log.pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
     consoleLog.mockRestore()
+    consoleError.mockRestore()
     expect(lines.length).toBeGreaterThanOrEqual(5)
     return lines.join("\n")
   })
