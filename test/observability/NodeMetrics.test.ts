@@ -12,12 +12,17 @@ import * as Client from "../../src/layers/Client.js"
 import * as ConfigFile from "../../src/layers/ConfigFile.js"
 import * as Memory from "../../src/layers/Memory.js"
 import * as Node from "../../src/layers/Node.js"
+import * as Quic from "../../src/layers/quic/Lazy.js"
+import * as Keys from "../../src/layers/ssh/Keys.js"
+import * as SshClient from "../../src/layers/ssh/SshClient.js"
+import * as SshServer from "../../src/layers/ssh/SshServer.js"
 import * as SqliteStore from "../../src/layers/sqlite/SqliteStore.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { OutboundPeer } from "../../src/schema/Config.js"
 import { PeerEntry } from "../../src/schema/PeerEntry.js"
 import * as CallClient from "../../src/services/CallClient.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
+import * as Tls from "../../src/services/Tls.js"
 import { ed25519, eventually, tempDir } from "../shared/identity.js"
 import { parse, valueOf } from "../shared/prometheus.js"
 
@@ -127,6 +132,35 @@ describe("alknet_connections and alknet_auth_failures_total", () => {
         Layer.provideMerge(Memory.layerNetwork)
       ))
     ))
+})
+
+describe("SSH (alknet/ssh over QUIC)", () => {
+  it.scopedLive("an SSH connection is counted while open; a refused key is an auth failure", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Node.layerMemory({ config: { ssh: { auth_timeout_ms: 10000 } } }))
+      const node = Context.get(context, Node.Node)
+      const alice = Keys.fromSeed(new Uint8Array(32).fill(1))
+      const mallory = Keys.fromSeed(new Uint8Array(32).fill(2))
+      yield* Context.get(context, IdentityStore.IdentityStore).putPeer({
+        peer_id: "alice",
+        fingerprints: [Tls.ed25519Fingerprint(alice.publicKey)],
+        scopes: [],
+        resources: {},
+        enabled: true
+      })
+      const [host, port] = node.transports[0]!.address.replace("quic://", "").split(":")
+      const connect = Quic.connect({ host: host!, port: Number(port) }, { alpn: SshServer.ALPN, expectedFingerprint: node.fingerprint })
+      const s0 = connections("ssh")
+      const failures = authFailures("ssh")
+
+      const scope = yield* Scope.make()
+      yield* Scope.extend(Effect.flatMap(connect, (connection) => SshClient.open(connection, { key: alice })), scope)
+      expect(connections("ssh")).toBe(s0 + 1)
+      yield* Effect.flip(Effect.scoped(Effect.flatMap(connect, (connection) => SshClient.open(connection, { key: mallory }))))
+      expect(authFailures("ssh")).toBeGreaterThanOrEqual(failures + 1)
+      yield* Scope.close(scope, Exit.void)
+      yield* eventually(Effect.sync(() => connections("ssh") === s0))
+    }), { timeout: 30_000 })
 })
 
 describe("alknet_peer_links", () => {

@@ -28,8 +28,21 @@ describe("Config schema", () => {
       },
       list_peers: false,
       store: { type: "sqlite" },
+      metrics: { auth: "token" },
+      log_format: "pretty",
       outbound: []
     })
+  })
+
+  it("metrics.auth and log_format: the allowed values, anything else named", () => {
+    expect(Either.getOrThrow(Config.decode(`{"metrics": {"auth": "public"}, "log_format": "json"}`))).toMatchObject({
+      metrics: { auth: "public" },
+      log_format: "json"
+    })
+    expect(Either.getOrThrow(Config.decode(`{"metrics": {}}`)).metrics).toEqual({ auth: "token" })
+    const bad = Config.decode(`{"metrics": {"auth": "none"}, "log_format": "xml"}`)
+    expect(Either.isLeft(bad) && bad.left).toMatch(/metrics\.auth/)
+    expect(Either.isLeft(bad) && bad.left).toMatch(/log_format/)
   })
 
   it("outbound peers: the import rule's defaults, ids from peer_id or fingerprint, and bad entries named", () => {
