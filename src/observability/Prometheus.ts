@@ -37,7 +37,7 @@ const labelName = (name: string) => {
   return /^[0-9]/.test(valid) || valid === "" ? `_${valid}` : valid
 }
 const escapeHelp = (text: string) => text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
-const escapeValue = (text: string) => escapeHelp(text).replace(/"/g, "\\\"")
+const escapeValue = (text: string) => (/[\\"\n]/.test(text) ? escapeHelp(text).replace(/"/g, "\\\"") : text)
 
 /** A sample value: `+Inf`, `-Inf`, `NaN`, or the number. */
 export const formatValue = (value: number | bigint): string =>
@@ -51,19 +51,15 @@ export const formatValue = (value: number | bigint): string =>
     ? "-Inf"
     : String(value)
 
-const labelSet = (tags: ReadonlyArray<MetricLabel.MetricLabel>, extra?: readonly [string, string]) => {
-  if (tags.length === 0 && extra === undefined) return ""
-  const parts = tags.map((tag) => `${labelName(tag.key)}="${escapeValue(tag.value)}"`)
-  if (extra !== undefined) parts.push(`${extra[0]}="${escapeValue(extra[1])}"`)
-  return `{${parts.join(",")}}`
-}
+/** A series' labels, rendered once (`a="x",b="y"`), for each of its samples. */
+const renderLabels = (tags: ReadonlyArray<MetricLabel.MetricLabel>) =>
+  tags.map((tag) => `${labelName(tag.key)}="${escapeValue(tag.value)}"`).join(",")
 
-const sample = (
-  name: string,
-  tags: ReadonlyArray<MetricLabel.MetricLabel>,
-  value: number | bigint,
-  extra?: readonly [string, string]
-) => `${name}${labelSet(tags, extra)} ${formatValue(value)}`
+/** One sample line; `extra` is one more label, already rendered (`le="0.5"`). */
+const sample = (name: string, labels: string, value: number | bigint, extra?: string) => {
+  const all = extra === undefined ? labels : labels === "" ? extra : `${labels},${extra}`
+  return `${name}${all === "" ? "" : `{${all}}`} ${formatValue(value)}`
+}
 
 const withTotal = (name: string) => (name.endsWith("_total") ? name : `${name}_total`)
 
@@ -73,7 +69,7 @@ const describe = (
 ): { readonly name: string; readonly type: FamilyType; readonly lines: ReadonlyArray<string> } | undefined => {
   const { metricKey: key, metricState: state } = pair
   const base = metricName(key.name)
-  const tags = key.tags
+  const tags = renderLabels(key.tags)
   if (MetricKeyType.isCounterKey(key.keyType) && MetricState.isCounterState(state)) {
     return key.keyType.incremental
       ? { name: withTotal(base), type: "counter", lines: [sample(withTotal(base), tags, state.count)] }
@@ -85,22 +81,22 @@ const describe = (
     let infinite = false
     for (const [bound, cumulative] of state.buckets) {
       if (bound === Infinity) infinite = true
-      lines.push(sample(`${base}_bucket`, tags, cumulative, ["le", formatValue(bound)]))
+      lines.push(sample(`${base}_bucket`, tags, cumulative, `le="${formatValue(bound)}"`))
     }
-    if (!infinite) lines.push(sample(`${base}_bucket`, tags, state.count, ["le", "+Inf"]))
+    if (!infinite) lines.push(sample(`${base}_bucket`, tags, state.count, `le="+Inf"`))
     lines.push(sample(`${base}_sum`, tags, state.sum), sample(`${base}_count`, tags, state.count))
     return { name: base, type: "histogram", lines }
   }
   if (MetricState.isSummaryState(state)) {
     const lines = state.quantiles.map(([quantile, value]) =>
-      sample(base, tags, Option.getOrElse(value, () => NaN), ["quantile", formatValue(quantile)])
+      sample(base, tags, Option.getOrElse(value, () => NaN), `quantile="${formatValue(quantile)}"`)
     )
     lines.push(sample(`${base}_sum`, tags, state.sum), sample(`${base}_count`, tags, state.count))
     return { name: base, type: "summary", lines }
   }
   if (MetricState.isFrequencyState(state)) {
     const name = withTotal(base)
-    return { name, type: "counter", lines: [...state.occurrences].map(([word, n]) => sample(name, tags, n, ["key", word])) }
+    return { name, type: "counter", lines: [...state.occurrences].map(([word, n]) => sample(name, tags, n, `key="${escapeValue(word)}"`)) }
   }
   return undefined
 }

@@ -61,6 +61,22 @@ describe("Prometheus text format", () => {
       expect(valueOf(parse(text), "_9_test_prom_gauge", { bad_label: "v" })).toBe(Infinity)
     }))
 
+  it.effect("summaries (quantiles, _sum, _count) and frequencies (a counter per value)", () =>
+    Effect.gen(function*() {
+      const sizes = Metric.summary({ name: "test_prom_sizes", maxAge: "1 hour", maxSize: 100, error: 0.01, quantiles: [0.5, 0.9] })
+      const kinds = Metric.frequency("test_prom_kinds", { description: "Kinds seen" })
+      for (const v of [1, 2, 3, 4]) yield* Metric.update(sizes, v)
+      for (const k of ["a", "b", "a", "quo\"te"]) yield* Metric.update(kinds, k)
+      const families = parse(yield* Prometheus.text)
+      expect(families.get("test_prom_sizes")?.type).toBe("summary")
+      expect(valueOf(families, "test_prom_sizes_count")).toBe(4)
+      expect(valueOf(families, "test_prom_sizes_sum")).toBe(10)
+      expect(valueOf(families, "test_prom_sizes", { quantile: "0.5" })).toBeGreaterThanOrEqual(2)
+      expect(families.get("test_prom_kinds_total")).toMatchObject({ type: "counter", help: "Kinds seen" })
+      expect(valueOf(families, "test_prom_kinds_total", { key: "a" })).toBe(2)
+      expect(valueOf(families, "test_prom_kinds_total", { key: "quo\"te" })).toBe(1)
+    }))
+
   it("the test's parser rejects what a scraper would misread", () => {
     const ok = "# HELP x_total x\n# TYPE x_total counter\nx_total{a=\"1\"} 1\n"
     expect(() => parse(ok)).not.toThrow()
