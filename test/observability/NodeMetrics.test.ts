@@ -16,6 +16,7 @@ import * as Quic from "../../src/layers/quic/Lazy.js"
 import * as Keys from "../../src/layers/ssh/Keys.js"
 import * as SshClient from "../../src/layers/ssh/SshClient.js"
 import * as SshServer from "../../src/layers/ssh/SshServer.js"
+import * as PgStore from "../../src/layers/pg/PgStore.js"
 import * as SqliteStore from "../../src/layers/sqlite/SqliteStore.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { OutboundPeer } from "../../src/schema/Config.js"
@@ -25,6 +26,7 @@ import * as IdentityStore from "../../src/services/IdentityStore.js"
 import * as Tls from "../../src/services/Tls.js"
 import { ed25519, eventually, tempDir } from "../shared/identity.js"
 import { parse, valueOf } from "../shared/prometheus.js"
+import { freshDatabase, query, serverUrl, SKIP_MESSAGE } from "../layers/pg/harness.js"
 
 const labels = (values: Record<string, string>) => Object.entries(values).map(([k, v]) => MetricLabel.make(k, v))
 const connections = (transport: string) => Metrics.connections.unsafeValue(labels({ transport })).value
@@ -219,4 +221,22 @@ describe("alknet_store_reloads_total", () => {
       yield* eventually(Effect.map(here.resolveFingerprint(ed25519(7)), Option.isSome))
       yield* eventually(Effect.sync(() => reloads("sqlite", "ok") >= ok + 1))
     }))
+
+  if (serverUrl === undefined) {
+    it.skip(`PostgreSQL: ${SKIP_MESSAGE}`, () => {})
+  } else {
+    it.scopedLive("PostgreSQL: another program's commit is notified, re-read here and counted", () =>
+      Effect.gen(function*() {
+        const url = yield* freshDatabase
+        const here = Context.get(yield* Layer.build(PgStore.layer({ url: Redacted.make(url) })), IdentityStore.IdentityStore)
+        const ok = reloads("postgres", "ok")
+        yield* query(
+          url,
+          "INSERT INTO peers (peer_id, fingerprints, scopes, resources, enabled) VALUES ($1, $2, '[]', '{}', true)",
+          ["p", JSON.stringify([ed25519(8)])]
+        )
+        yield* eventually(Effect.map(here.resolveFingerprint(ed25519(8)), Option.isSome))
+        yield* eventually(Effect.sync(() => reloads("postgres", "ok") >= ok + 1))
+      }), { timeout: 30_000 })
+  }
 })
