@@ -116,6 +116,16 @@ describe("alknet_connections and alknet_auth_failures_total", () => {
       yield* eventually(Effect.sync(() => connections("quic") === q0 && connections("ws") === w0))
     }).pipe(Effect.scoped, Effect.provide(gatewayNode())), { timeout: 30_000 })
 
+  it.scopedLive("a connection the node drops (too many bad tokens) leaves the gauge on both ends, the client's scope still open", () =>
+    Effect.gen(function*() {
+      const { node, quic } = yield* urls
+      const q0 = connections("quic")
+      const connection = yield* Client.connect(quic, { expectedFingerprint: node.fingerprint, token: Redacted.make("alk_notAToken0000") })
+      yield* Effect.exit(connection.call("node/ping", {}))
+      yield* connection.closed
+      yield* eventually(Effect.sync(() => connections("quic") === q0))
+    }).pipe(Effect.provide(gatewayNode({ rate_limits: { max_auth_attempts: 1 } }))), { timeout: 30_000 })
+
   it.live("in-memory: the dialer's end and the listener's end, until the client closes", () =>
     Effect.gen(function*() {
       const node = yield* Node.Node
