@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Redacted } from "effect"
 import * as fs from "node:fs"
 import { WebSocket } from "ws"
+import { CALL_PATH } from "../../src/layers/ws/WebSocket.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as Cli from "./cli.js"
 
@@ -27,7 +28,7 @@ const flood = (url: string, socketIndex: number) =>
     let answers = 0
     let overloaded = 0
     // hostile: it does not verify the server
-    const socket = new WebSocket(url, { rejectUnauthorized: false, perMessageDeflate: false })
+    const socket = new WebSocket(new URL(CALL_PATH, url), { rejectUnauthorized: false, perMessageDeflate: false })
     socket.on("error", () => undefined)
     socket.on("open", () => {
       for (let i = 0; i < PER_SOCKET; i++) {

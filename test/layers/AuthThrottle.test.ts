@@ -11,6 +11,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Logger, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { WebSocket } from "ws"
+import { CALL_PATH } from "../../src/layers/ws/WebSocket.js"
 import * as Node from "../../src/layers/Node.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
@@ -27,7 +28,7 @@ type Upgrade =
 const upgrade = (url: string, token: string | undefined) =>
   Effect.async<Upgrade>((resume) => {
     // A raw client: the node's self-signed key is not CA-verified here (alknet's own client pins it instead).
-    const ws = new WebSocket(url, {
+    const ws = new WebSocket(new URL(CALL_PATH, url), {
       ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }),
       perMessageDeflate: false,
       rejectUnauthorized: false

@@ -17,6 +17,7 @@ import { Effect, Fiber, Layer, Logger, LogLevel, Queue, Ref, Redacted, Schema, S
 import fc from "fast-check"
 import { randomBytes } from "node:crypto"
 import { WebSocket as RawWebSocket } from "ws"
+import { CALL_PATH } from "../../src/layers/ws/WebSocket.js"
 import * as Node from "../../src/layers/Node.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as Operation from "../../src/services/Operation.js"
@@ -236,7 +237,7 @@ const wsOptions = { rejectUnauthorized: false, maxPayload: 256 * 1024 * 1024 }
 /** Open a raw WebSocket (a hostile peer does not verify the server). */
 const openWs = (url: string) =>
   new Promise<RawWebSocket>((resolve, reject) => {
-    const socket = new RawWebSocket(url, wsOptions)
+    const socket = new RawWebSocket(new URL(CALL_PATH, url), wsOptions)
     socket.once("open", () => resolve(socket))
     socket.once("error", reject)
   })

@@ -64,7 +64,7 @@ const wsGarbage = (data: string | Buffer, code: number) => (url: string) =>
   Effect.gen(function*() {
     const closed = yield* Effect.async<number>((resume) => {
       // A hostile peer: it does not verify the server, it only wants to be rude to it.
-      const socket = new RawWebSocket(url, { rejectUnauthorized: false })
+      const socket = new RawWebSocket(new URL(WebSocket.CALL_PATH, url), { rejectUnauthorized: false })
       socket.on("open", () => socket.send(data))
       socket.on("close", (closeCode) => resume(Effect.succeed(closeCode)))
       socket.on("error", () => undefined)

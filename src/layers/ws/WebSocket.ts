@@ -6,6 +6,10 @@
  *   server requests a client certificate but does not require one or CA-check it; the client's fingerprint is read
  *   from the certificate it presented. `ws://` (plain) is there for loopback and for TLS terminated elsewhere; it
  *   carries no fingerprints.
+ * - The call protocol is served at one path, `/alknet/call` (`CALL_PATH`): an upgrade to any other path is answered
+ *   HTTP 404 before anything else is looked at (no token is resolved for it), and the server keeps serving. The
+ *   client dials `ws(s)://HOST:PORT/alknet/call`: an address without a path (`ws://HOST:PORT`, as peers and the CLI
+ *   write it) gets the path appended; an address with another path (a reverse proxy's) is dialed as written.
  * - A bearer token may come on the upgrade request (`Authorization: Bearer …`); the listener hands it to the
  *   connection handler, which resolves it as the connection's identity.
  * - An optional gate (`admitUpgrade`) runs before each upgrade, with the client's address and bearer token: a refused
@@ -29,6 +33,9 @@ import type { Address } from "../../services/Endpoint.js"
 import { DEFAULT_DRAIN_TIMEOUT } from "../../services/Endpoint.js"
 import * as TlsIdentity from "../../services/Tls.js"
 import * as WebSocketTransport from "./WebSocketTransport.js"
+
+/** The path the call-protocol WebSocket is served at (and dialed, when an address has no path). */
+export const CALL_PATH = "/alknet/call"
 
 /** A WebSocket connection the listener accepted. */
 export interface Accepted {
@@ -93,7 +100,7 @@ const refuseUpgrade = (socket: Duplex, refused: UpgradeRefused) => {
 export interface Listener {
   /** The bound address (the real port when 0 was asked for). */
   readonly address: Address
-  /** `ws://HOST:PORT` or `wss://HOST:PORT`. */
+  /** `ws://HOST:PORT` or `wss://HOST:PORT` (a client dials `CALL_PATH` there: `connect` appends it). */
   readonly url: string
   /** Our TLS fingerprint (wss only). */
   readonly fingerprint: Option.Option<string>
@@ -163,6 +170,11 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
     }
 
     server.on("upgrade", (request, socket, head) => {
+      const url = request.url ?? "/"
+      const query = url.indexOf("?")
+      if ((query < 0 ? url : url.slice(0, query)) !== CALL_PATH) {
+        return refuseUpgrade(socket, { status: 404, message: `not found: the call protocol is served at ${CALL_PATH}` })
+      }
       const upgrade = () => wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request))
       if (options.admitUpgrade === undefined) return upgrade()
       const remoteAddress = { host: request.socket.remoteAddress ?? "", port: request.socket.remotePort ?? 0 }
@@ -319,7 +331,7 @@ const connectTls = (
   })
 }
 
-/** Parse `ws://HOST:PORT` / `wss://HOST:PORT` (a path is allowed and kept). */
+/** Parse `ws://HOST:PORT` / `wss://HOST:PORT`: without a path the URL gets `CALL_PATH`; another path is kept. */
 export const parseUrl = (url: string): Effect.Effect<{ readonly secure: boolean; readonly address: Address; readonly url: URL }, EndpointError.EndpointError> =>
   Effect.suspend(() => {
     let parsed: URL
@@ -334,6 +346,7 @@ export const parseUrl = (url: string): Effect.Effect<{ readonly secure: boolean;
     const secure = parsed.protocol === "wss:"
     const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1")
     const port = parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port)
+    if (parsed.pathname === "" || parsed.pathname === "/") parsed.pathname = CALL_PATH
     return Effect.succeed({ secure, address: { host, port }, url: parsed })
   })
 
