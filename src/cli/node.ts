@@ -2,7 +2,8 @@
  * `alknet node`: run a node from its home until SIGINT / SIGTERM, then drain.
  *
  * The first stdout line is stable for scripts: `alknet node <fingerprint> listening quic://HOST:PORT`, then one
- * such line per other transport (`wss://…`, or `ws://…` with `--ws-plain`). Everything else goes to stderr.
+ * such line per other transport (`wss://…`, or `ws://…` with `--ws-plain`; `https://…`, or `http://…` with
+ * `--http-plain`, for the gateway's own listener). Everything else goes to stderr.
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
@@ -46,6 +47,17 @@ const http = Options.boolean("http").pipe(
       "/openapi.json, /healthz, and MCP at /mcp"
   )
 )
+const httpListen = Options.text("http-listen").pipe(
+  Options.withPseudoName("HOST:PORT"),
+  Options.withDescription(
+    "serve the HTTP gateway on a port of its own at HOST:PORT (https:// with the node's key; default: the config's " +
+      "http_listen)"
+  ),
+  Options.optional
+)
+const httpPlain = Options.boolean("http-plain").pipe(
+  Options.withDescription("serve the --http-listen port as plain http:// instead of https:// (loopback, or behind a proxy)")
+)
 const demo = Options.boolean("demo").pipe(
   Options.withDescription("also serve the demo operations (demo/echo, demo/secret, demo/slow, demo/ticks)")
 )
@@ -82,18 +94,26 @@ const inUse = (kind: "udp" | "tcp", address: ListenAddress) =>
  * A listen failure said plainly when the cause is a port in use (the QUIC library only says "Could not bind").
  * `undefined` when that is not it.
  */
-const explainListen = (home: string, listen: ListenAddress | undefined, ws: ListenAddress | undefined) =>
+const explainListen = (
+  home: string,
+  listen: ListenAddress | undefined,
+  ws: ListenAddress | undefined,
+  httpAt: ListenAddress | undefined
+) =>
   Effect.gen(function*() {
-    const quic = listen ?? (yield* Effect.option(Home.config(home))).pipe(Option.map((c) => c.listen), Option.getOrUndefined)
-    const taken = (kind: string, a: ListenAddress) =>
+    const config = yield* Effect.option(Home.config(home))
+    const quic = listen ?? config.pipe(Option.map((c) => c.listen), Option.getOrUndefined)
+    const http = httpAt ?? config.pipe(Option.flatMap((c) => Option.fromNullable(c.http_listen)), Option.getOrUndefined)
+    const taken = (kind: "quic" | "ws" | "http", a: ListenAddress) =>
       new CliError({
         code: "Listen",
         message: `cannot listen on ${kind}://${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}: the ${
           kind === "quic" ? "UDP" : "TCP"
-        } port is in use (another node or program has it); choose another with --${kind === "quic" ? "" : "ws-"}listen`
+        } port is in use (another node or program has it); choose another with --${kind === "quic" ? "" : `${kind}-`}listen`
       })
     if (quic !== undefined && quic.port !== 0 && (yield* inUse("udp", quic))) return taken("quic", quic)
     if (ws !== undefined && ws.port !== 0 && (yield* inUse("tcp", ws))) return taken("ws", ws)
+    if (http !== undefined && http.port !== 0 && (yield* inUse("tcp", http))) return taken("http", http)
     return undefined
   })
 
@@ -158,13 +178,16 @@ const readDrainTimeout = async (home: string): Promise<number> => {
 
 export const command = Command.make(
   "node",
-  { home: Shared.home, listen, wsListen, wsPlain, http, demo, init, logFormat, connect: Outbound.connectOption },
+  { home: Shared.home, listen, wsListen, wsPlain, http, httpListen, httpPlain, demo, init, logFormat, connect: Outbound.connectOption },
   (o) =>
     Effect.gen(function*() {
       const home = path.resolve(o.home)
       const listenAt = Option.isSome(o.listen) ? yield* Shared.parseListen("--listen", o.listen.value) : undefined
       const wsAt = Option.isSome(o.wsListen) ? yield* Shared.parseListen("--ws-listen", o.wsListen.value) : undefined
-      if (o.http && wsAt === undefined) return yield* usage("--http serves the gateway on the WebSocket port: it needs --ws-listen")
+      if (o.http && wsAt === undefined) {
+        return yield* usage("--http serves the gateway on the WebSocket port: it needs --ws-listen (or use --http-listen)")
+      }
+      const httpAt = Option.isSome(o.httpListen) ? yield* Shared.parseListen("--http-listen", o.httpListen.value) : undefined
       const connect = yield* Effect.forEach(o.connect, (target) => Outbound.parseTarget("--connect", target))
       if (o.init) {
         const found = yield* Effect.promise(() => fs.access(NodeHome.configPath(home)).then(() => true, () => false))
@@ -185,6 +208,7 @@ export const command = Command.make(
         home,
         ...(listenAt === undefined ? {} : { listen: listenAt }),
         ...(wsAt === undefined ? {} : { webSocket: { ...wsAt, tls: !o.wsPlain, gateway: o.http } }),
+        http: { ...(httpAt === undefined ? {} : { listen: httpAt }), ...(o.httpPlain ? { tls: false } : {}) },
         ...(connect.length === 0 ? {} : { connect }),
         ...(o.demo ? { operations: Demo.operations((line) => Io.err(`demo: ${line}`)) } : {}),
         ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})
@@ -209,7 +233,7 @@ export const command = Command.make(
         Effect.provide(layer),
         Effect.catchIf(
           (e) => e._tag === "NodeError" && e.reason === "Listen",
-          (e) => Effect.flatMap(explainListen(home, listenAt, wsAt), (plain) => Effect.fail(plain ?? e))
+          (e) => Effect.flatMap(explainListen(home, listenAt, wsAt, httpAt), (plain) => Effect.fail(plain ?? e))
         ),
         Effect.ensuring(Effect.suspend(() => (started ? Io.err("alknet node: stopped") : Effect.void)))
       )

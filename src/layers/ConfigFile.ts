@@ -83,6 +83,7 @@ const parse = (file: string, text: string): Effect.Effect<Config.Config, ConfigE
 export const load = (file: string): Effect.Effect<Config.Config, ConfigError> =>
   Effect.flatMap(read(path.resolve(file)), (text) => parse(path.resolve(file), text))
 
+/** The fields read once at start: a change is reported, not applied. */
 const staticFields = Object.keys(Config.StaticConfig.fields) as ReadonlyArray<keyof Config.StaticConfig>
 
 /** Provide `NodeConfig` and `ConfigFile` from the file at `file`, reloading it on change. */

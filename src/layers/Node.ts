@@ -13,8 +13,9 @@
  * | `RateLimiter` | per-address limits | `RateLimit.layer` |
  * | `CallClient.Dialer` | how outbound peers are dialed | `Dialers.layer` (QUIC + WebSocket), `layerQuic`, `layerWebSocket` |
  *
- * Listeners are layers on top of a node: `Node.layerQuic(...)`, `Node.layerWebSocket(...)` (each requires `Node`);
- * a node without one only dials out. An HTTP gateway can serve the call protocol the same way (`node.serve`).
+ * Listeners are layers on top of a node: `Node.layerQuic(...)`, `Node.layerWebSocket(...)` (the call protocol at
+ * `/alknet/call`, and the HTTP gateway on the same port with `gateway`), `Node.layerHttp(...)` (the HTTP gateway on a
+ * port of its own: the config's `http_listen`); each requires `Node`. A node without one only dials out.
  *
  * Ready-made bundles are compositions of those public layers:
  * - `Node.layerHome({ home })`: the production node. The vault is unlocked from the home's mnemonic, the identity
@@ -83,6 +84,7 @@ import * as Client from "./Client.js"
 import * as Dialers from "./Dialers.js"
 import * as ConfigFile from "./ConfigFile.js"
 import * as Gateway from "./http/Gateway.js"
+import * as HttpServer from "./http/Server.js"
 import * as NodeHome from "./NodeHome.js"
 import * as Quic from "./quic/Lazy.js"
 import * as Ssh from "./ssh/Lazy.js"
@@ -102,8 +104,8 @@ const fail = (reason: NodeError["reason"]) => (error: { readonly message: string
   new NodeError({ reason, message: error.message })
 
 export interface Transport {
-  readonly kind: "quic" | "ws" | "wss" | "memory"
-  /** `quic://HOST:PORT`, `ws://…`, `wss://…` */
+  readonly kind: "quic" | "ws" | "wss" | "http" | "https" | "memory"
+  /** `quic://HOST:PORT`, `ws://…`, `wss://…`; `http(s)://…` for the gateway's own listener */
   readonly address: string
 }
 
@@ -119,7 +121,9 @@ export type PublicNodeInfo = typeof PublicNodeInfo.Type
 export const NodeInfo = Schema.Struct({
   ...PublicNodeInfo.fields,
   uptime_ms: Schema.Number,
-  transports: Schema.Array(Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss", "memory"), address: Schema.String })),
+  transports: Schema.Array(
+    Schema.Struct({ kind: Schema.Literal("quic", "ws", "wss", "http", "https", "memory"), address: Schema.String })
+  ),
   /** The outbound peers and how they are doing. */
   peers: Schema.Array(Outbound.PeerInfo),
   /** The store and whether it is reachable (absent for in-memory stores). */
@@ -171,6 +175,16 @@ export interface GatewayOptions {
   readonly mcp?: boolean | { readonly mode?: "operations" | "generic" }
 }
 
+/** The HTTP gateway on a listener of its own (`layerHttp`; the config's `http_listen` / `http_tls`). */
+export interface HttpOptions {
+  /** Where to listen (default: the config's `http_listen`; neither: no listener). */
+  readonly listen?: Address
+  /** Serve `https://` with the node's TLS identity (default: the config's `http_tls`, true); false: plain `http://`. */
+  readonly tls?: boolean
+  /** The gateway's limits and MCP endpoint. */
+  readonly gateway?: GatewayOptions
+}
+
 /** What `Node.layer` takes beside its services. */
 export interface CoreOptions {
   /** Outbound peers besides the config's `outbound` (e.g. `alknet node --connect`), for the node's life. */
@@ -188,6 +202,8 @@ export interface Options<E = never, R = never> extends CoreOptions {
   readonly listen?: Address
   /** Also serve the call protocol over WebSocket. */
   readonly webSocket?: WebSocketOptions
+  /** Serve the HTTP gateway on a listener of its own here (default: the config's `http_listen`, if any). */
+  readonly http?: HttpOptions
 }
 
 const hostForUrl = (host: string) => (host.includes(":") ? `[${host}]` : host)
@@ -471,6 +487,58 @@ export const layerQuic = (
   }))
 
 /**
+ * The node's HTTP gateway (its operations, its callers' identities, the limiter's auth-failure cooldown, and the
+ * wire's per-caller in-flight count: `CallProtocol.callerAdmission`), for the life of the scope.
+ */
+const gatewayOf = (
+  node: Node["Type"],
+  config: NodeConfig["Type"],
+  limiter: RateLimit.RateLimiter["Type"],
+  options: true | GatewayOptions
+) => {
+  const authenticator = node.serve.authenticator
+  return Gateway.make({
+    mcp: true,
+    ...(options === true ? {} : options),
+    source: node.source,
+    extendEnv: node.graph.extendEnv,
+    ...(authenticator === undefined ? {} : { authenticator }),
+    admit: (remote) => limiter.checkAddress(remote.host),
+    onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
+    ...(node.serve.limits === undefined ? {} : { limits: node.serve.limits }),
+    callerAdmission: CallProtocol.callerAdmission(node.serve),
+    metrics: config.static.metrics,
+    title: `alknet node ${node.fingerprint}`,
+    version: VERSION
+  })
+}
+
+/**
+ * Serve the HTTP gateway on a listener of its own (`https://` with the node's TLS identity unless `tls: false`), at
+ * `options.listen`, else the config's `http_listen`; without either this layer does nothing. The listener serves
+ * plain requests only (an upgrade is 404: the call-protocol WebSocket is `layerWebSocket`'s).
+ */
+export const layerHttp = (
+  options: HttpOptions = {}
+): Layer.Layer<never, NodeError, Node | NodeConfig | RateLimit.RateLimiter> =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const config = yield* NodeConfig
+    const listen = options.listen ?? config.static.http_listen
+    if (listen === undefined) return
+    const node = yield* Node
+    const secure = options.tls ?? config.static.http_tls
+    const gateway = yield* gatewayOf(node, config, yield* RateLimit.RateLimiter, options.gateway ?? {})
+    const listener = yield* HttpServer.listen({
+      host: listen.host,
+      port: listen.port,
+      ...(secure ? { identity: node.tls } : {}),
+      onRequest: gateway.handler,
+      drainTimeout: Duration.millis(config.static.drain_timeout_ms)
+    }).pipe(Effect.mapError(fail("Listen")))
+    yield* node.addTransport({ kind: secure ? "https" : "http", address: listener.url })
+  }))
+
+/**
  * Serve the node's call protocol over WebSocket (`wss://` with the node's TLS identity unless `tls: false`), and the
  * HTTP gateway on the same port when `gateway` says so. Upgrades from an address in its auth-failure cooldown are
  * answered HTTP 429; an upgrade whose bearer token resolves to nobody, HTTP 401 (a failed authentication). The gateway
@@ -484,22 +552,10 @@ export const layerWebSocket = (
     const config = yield* NodeConfig
     const limiter = yield* RateLimit.RateLimiter
     const secure = options.tls ?? true
-    const gatewayOptions = options.gateway
     const authenticator = node.serve.authenticator
-    const gateway = gatewayOptions === undefined || gatewayOptions === false ? undefined : yield* Gateway.make({
-      mcp: true,
-      ...(gatewayOptions === true ? {} : gatewayOptions),
-      source: node.source,
-      extendEnv: node.graph.extendEnv,
-      ...(authenticator === undefined ? {} : { authenticator }),
-      admit: (remote) => limiter.checkAddress(remote.host),
-      onAuthFailure: (remote) => limiter.recordAuthFailure(remote.host),
-      ...(node.serve.limits === undefined ? {} : { limits: node.serve.limits }),
-      callerAdmission: CallProtocol.callerAdmission(node.serve),
-      metrics: config.static.metrics,
-      title: `alknet node ${node.fingerprint}`,
-      version: VERSION
-    })
+    const gateway = options.gateway === undefined || options.gateway === false
+      ? undefined
+      : yield* gatewayOf(node, config, limiter, options.gateway)
     const listener = yield* WebSocket.listen({
       host: options.host,
       port: options.port,
@@ -564,7 +620,7 @@ export const layerWith = <E = never, R = never>(
   NodeError | E,
   Vault.Vault | NodeConfig | IdentityStore.IdentityStore | CredentialStore.CredentialStore | R
 > => {
-  const quic = layerQuic(options.listen === undefined ? {} : { listen: options.listen })
+  const quic = Layer.merge(layerQuic(options.listen === undefined ? {} : { listen: options.listen }), layerHttp(options.http))
   const listeners = options.webSocket === undefined ? quic : Layer.merge(quic, layerWebSocket(options.webSocket))
   const node = Layer.provideMerge(listeners, layer(options.connect === undefined ? {} : { connect: options.connect }))
   const parts = Layer.mergeAll(

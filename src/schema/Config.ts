@@ -2,7 +2,7 @@
  * A node's configuration file (SPEC §11): one JSON object with snake_case keys, like the wire.
  *
  * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`, `list_peers`, `ssh`, `store`, `metrics`,
- *   `log_format`) are read once at start; changing them needs a restart.
+ *   `log_format`, `http_listen`, `http_tls`) are read once at start; changing them needs a restart.
  * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
@@ -174,7 +174,11 @@ export const StaticConfig = Schema.Struct({
   /** Who may read `GET /metrics` on the HTTP gateway: `token` (an authenticated caller; the default) or `public`. */
   metrics: Schema.optionalWith(MetricsConfig, { default: () => ({ auth: "token" as const }), exact: true }),
   /** How `alknet node` logs to stderr: `pretty` (readable lines; the default) or `json` (one object per line). */
-  log_format: Schema.optionalWith(LogFormat, { default: () => "pretty" as const, exact: true })
+  log_format: Schema.optionalWith(LogFormat, { default: () => "pretty" as const, exact: true }),
+  /** Serve the HTTP gateway on a listener of its own at `host:port` (absent: no such listener). */
+  http_listen: Schema.optionalWith(ListenAddress, { exact: true }),
+  /** Serve `http_listen` as `https://` with the node's TLS identity (default); false: plain `http://`. */
+  http_tls: Schema.optionalWith(Schema.Boolean, { default: () => true, exact: true })
 }).annotations({ identifier: "StaticConfig" })
 export type StaticConfig = typeof StaticConfig.Type
 

@@ -168,6 +168,8 @@ export interface CliNode extends Running {
   readonly quic: string
   /** The WebSocket address, when started with `--ws-listen`. */
   readonly ws: string | undefined
+  /** The HTTP gateway's own address, when started with `--http-listen`. */
+  readonly http: string | undefined
 }
 
 /** Start `alknet node --home HOME --listen 127.0.0.1:0 ...flags` and read its listening lines. */
@@ -180,7 +182,8 @@ export const startNode = (home: string, flags: ReadonlyArray<string> = [], optio
     const first = /^alknet node (\S+) listening (quic:\/\/\S+)$/.exec(lines[0] ?? "")
     if (first === null) return yield* Effect.dieMessage(`unexpected first line: ${lines[0]}`)
     const ws = lines.slice(1).map((l) => /^alknet node \S+ listening (wss?:\/\/\S+)$/.exec(l)?.[1]).find((a) => a !== undefined)
-    return { ...running, home, fingerprint: first[1]!, quic: first[2]!, ws } satisfies CliNode
+    const http = lines.slice(1).map((l) => /^alknet node \S+ listening (https?:\/\/\S+)$/.exec(l)?.[1]).find((a) => a !== undefined)
+    return { ...running, home, fingerprint: first[1]!, quic: first[2]!, ws, http } satisfies CliNode
   })
 
 /** Write a home's config file (e.g. a longer drain timeout) before its node starts. */

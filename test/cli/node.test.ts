@@ -1,6 +1,6 @@
 /**
  * `alknet node` and the commands that talk to it, as a user runs them on loopback. The node is a separate process
- * (home A, `--demo`, QUIC + WebSocket) serving the whole block; a second home B is a peer's identity. The commands
+ * (home A, `--demo`, QUIC + WebSocket + the HTTP gateway on a port of its own) serving the whole block; a second home B is a peer's identity. The commands
  * run in this process (`Cli.runInProcess`: the same program, output captured), which is another process than the node's:
  * what one writes to the home's store, the running node picks up. `subscribe` with Ctrl-C is a process of its own
  * (a signal). The last test stops the node with SIGTERM.
@@ -23,7 +23,7 @@ const SharedLive = Layer.scoped(
     })
     // Room for the drain test on a loaded machine.
     yield* Cli.writeConfig(a.home, { drain_timeout_ms: 15000 })
-    const node = yield* Cli.startNode(a.home, ["--ws-listen", "127.0.0.1:0", "--demo"])
+    const node = yield* Cli.startNode(a.home, ["--ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--http-plain", "--demo"])
     expect(node.fingerprint).toBe(a.fingerprint)
     return { node, peer: b }
   })
@@ -58,7 +58,12 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet n
       expect(Object.keys(json(info.stdout)).sort()).toEqual(["fingerprint", "id", "version"])
       expect(json(info.stdout).fingerprint).toBe(node.fingerprint)
       expect(ownInfo.code, ownInfo.stderr).toBe(0)
-      expect(json(ownInfo.stdout).transports).toEqual([{ kind: "quic", address: node.quic }, { kind: "wss", address: node.ws }])
+      expect(json(ownInfo.stdout).transports).toEqual(expect.arrayContaining([
+        { kind: "quic", address: node.quic },
+        { kind: "wss", address: node.ws },
+        { kind: "http", address: node.http }
+      ]))
+      expect(json(ownInfo.stdout).transports).toHaveLength(3)
 
       expect(lsJson.code, lsJson.stderr).toBe(0)
       expect(json(lsJson.stdout).operations).toContainEqual({ name: "node/ping", namespace: "node", op_type: "query" })
@@ -203,6 +208,17 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet n
         expect(lastLine(result.stderr)).toMatch(message)
         expect(result.stdout).toBe("")
       }
+    }))
+
+  it.effect("--http-listen serves the gateway on a port of its own (plain http with --http-plain)", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      expect(node.http).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+      const answer = yield* Effect.promise(() =>
+        fetch(`${node.http}/call/demo/echo`, { method: "POST", body: JSON.stringify({ text: "over http" }) })
+          .then(async (r) => ({ status: r.status, body: await r.json() as any }))
+      )
+      expect(answer).toMatchObject({ status: 200, body: { result: "ok", output: { echo: { text: "over http" } } } })
     }))
 
   it.effect("openapi prints the 3.1 document of what the caller may call, typed per operation", () =>

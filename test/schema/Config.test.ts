@@ -30,6 +30,7 @@ describe("Config schema", () => {
       store: { type: "sqlite" },
       metrics: { auth: "token" },
       log_format: "pretty",
+      http_tls: true,
       outbound: []
     })
   })

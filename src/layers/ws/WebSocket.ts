@@ -19,10 +19,8 @@
  *   TLS handshake and before a single byte of HTTP — so the bearer token never reaches an impostor); without a pin
  *   the certificate must pass CA verification for the host name; an unknown self-signed identity fails closed.
  */
-import * as Https from "node:https"
-import * as Http from "node:http"
+import type * as Http from "node:http"
 import * as Net from "node:net"
-import type { Duplex } from "node:stream"
 import * as Tls from "node:tls"
 import { Duration, Effect, FiberSet, Option, Redacted } from "effect"
 import type { Scope } from "effect"
@@ -32,7 +30,11 @@ import * as EndpointError from "../../errors/EndpointError.js"
 import type { Address } from "../../services/Endpoint.js"
 import { DEFAULT_DRAIN_TIMEOUT } from "../../services/Endpoint.js"
 import * as TlsIdentity from "../../services/Tls.js"
+import * as HttpServer from "../http/Server.js"
+import type { UpgradeRefused } from "../http/Server.js"
 import * as WebSocketTransport from "./WebSocketTransport.js"
+
+export type { UpgradeRefused } from "../http/Server.js"
 
 /** The path the call-protocol WebSocket is served at (and dialed, when an address has no path). */
 export const CALL_PATH = "/alknet/call"
@@ -75,28 +77,6 @@ export interface ListenOptions {
   readonly onRequest?: (request: Http.IncomingMessage, response: Http.ServerResponse) => void
 }
 
-/** Why an upgrade is refused, as the HTTP answer says it. */
-export interface UpgradeRefused {
-  readonly status: number
-  readonly message: string
-  /** Sent as `Retry-After` (rounded up to seconds). */
-  readonly retryAfterMs?: number
-}
-
-/** Answer an upgrade request with an HTTP error and close the socket. */
-const refuseUpgrade = (socket: Duplex, refused: UpgradeRefused) => {
-  const body = `${refused.message}\n`
-  const headers = [
-    `HTTP/1.1 ${refused.status} ${Http.STATUS_CODES[refused.status] ?? "Refused"}`,
-    "Connection: close",
-    "Content-Type: text/plain; charset=utf-8",
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    ...(refused.retryAfterMs === undefined ? [] : [`Retry-After: ${Math.ceil(refused.retryAfterMs / 1000)}`])
-  ]
-  socket.once("finish", () => socket.destroy())
-  socket.end(`${headers.join("\r\n")}\r\n\r\n${body}`)
-}
-
 export interface Listener {
   /** The bound address (the real port when 0 was asked for). */
   readonly address: Address
@@ -107,8 +87,6 @@ export interface Listener {
   /** Open connections right now. */
   readonly connections: Effect.Effect<number>
 }
-
-const hostForUrl = (host: string) => (host.includes(":") ? `[${host}]` : host)
 
 const bearer = (header: string | undefined): Option.Option<Redacted.Redacted<string>> => {
   const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header)
@@ -128,24 +106,11 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
     const live = new Set<WebSocketTransport.WebSocketTransport>()
     const runFork = yield* FiberSet.runtime(fibers)<never>()
 
-    const server: Http.Server = credentials === undefined
-      ? Http.createServer({ noDelay: true })
-      : Https.createServer({
-        // Small writes (the 101 answer, single envelopes) go out at once: with Nagle each waited for an ACK.
-        noDelay: true,
-        cert: credentials.certificatePem,
-        key: Redacted.value(credentials.privateKeyPem),
-        requestCert: true,
-        rejectUnauthorized: false,
-        minVersion: "TLSv1.3"
-      })
+    const server = HttpServer.make(credentials)
     server.on("request", options.onRequest ?? ((_req, res) => {
       res.writeHead(426, { "content-type": "text/plain", connection: "close", upgrade: "websocket" })
       res.end("alknet/call is served over WebSocket: upgrade required\n")
     }))
-    // A TLS handshake that fails (a scanner, a client that refused our certificate) affects that socket only.
-    server.on("tlsClientError", () => undefined)
-    server.on("clientError", (_error, socket) => socket.destroy())
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: maxFrameBytes })
 
     const serve = (socket: WebSocket, request: Http.IncomingMessage) => {
@@ -173,28 +138,18 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
       const url = request.url ?? "/"
       const query = url.indexOf("?")
       if ((query < 0 ? url : url.slice(0, query)) !== CALL_PATH) {
-        return refuseUpgrade(socket, { status: 404, message: `not found: the call protocol is served at ${CALL_PATH}` })
+        return HttpServer.refuseUpgrade(socket, { status: 404, message: `not found: the call protocol is served at ${CALL_PATH}` })
       }
       const upgrade = () => wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request))
       if (options.admitUpgrade === undefined) return upgrade()
       const remoteAddress = { host: request.socket.remoteAddress ?? "", port: request.socket.remotePort ?? 0 }
       runFork(Effect.match(options.admitUpgrade(remoteAddress, bearer(request.headers.authorization)), {
-        onFailure: (refused) => refuseUpgrade(socket, refused),
+        onFailure: (refused) => HttpServer.refuseUpgrade(socket, refused),
         onSuccess: () => (socket.destroyed ? undefined : upgrade())
       }))
     })
 
-    const address = yield* Effect.async<Address, EndpointError.EndpointError>((resume) => {
-      const onError = (error: Error) =>
-        resume(Effect.fail(EndpointError.make("Bind", `cannot listen on ${options.host}:${options.port}: ${error.message}`)))
-      server.once("error", onError)
-      server.listen(options.port, options.host, () => {
-        server.off("error", onError)
-        const bound = server.address() as Net.AddressInfo
-        resume(Effect.succeed({ host: options.host, port: bound.port }))
-      })
-    })
-    server.on("error", (error) => Effect.runFork(Effect.logError(`WebSocket listener error: ${error.message}`)))
+    const address = yield* HttpServer.bind(server, options.host, options.port, "WebSocket listener")
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
@@ -214,7 +169,7 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
 
     return {
       address,
-      url: `${credentials === undefined ? "ws" : "wss"}://${hostForUrl(address.host)}:${address.port}`,
+      url: `${credentials === undefined ? "ws" : "wss"}://${HttpServer.hostForUrl(address.host)}:${address.port}`,
       fingerprint: credentials === undefined ? Option.none() : Option.some(credentials.fingerprint),
       connections: Effect.sync(() => live.size)
     }
