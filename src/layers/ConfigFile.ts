@@ -9,7 +9,8 @@
  * - Reload is local only: a file change, or {@link ConfigFile.reload} called by the node's own program (e.g. on
  *   SIGHUP). No operation on the wire can reach it.
  *
- * Relative paths in the file (`data_dir`, `tls.key_file`, `tls.cert_file`) resolve against the file's directory.
+ * Relative paths in the file (`data_dir`, `tls.key_file`, `tls.cert_file`, `imports[].file`) resolve against the file's
+ * directory.
  */
 import { Context, Data, Duration, Effect, Layer, PubSub, Queue, SubscriptionRef } from "effect"
 import type { Scope } from "effect"
@@ -57,7 +58,8 @@ const resolvePaths = (file: string, config: Config.Config): Config.Config => {
       ? { ...tls, cert_file: at(tls.cert_file), key_file: at(tls.key_file) }
       : tls.type === "raw_key" && tls.key_file !== undefined
       ? { ...tls, key_file: at(tls.key_file) }
-      : tls
+      : tls,
+    imports: config.imports.map((entry) => (entry.file === undefined ? entry : { ...entry, file: at(entry.file) }))
   }
 }
 
@@ -96,8 +98,8 @@ export const layerConfig = (
       const absolute = path.resolve(file)
       let lastText = yield* read(absolute)
       const initial = yield* parse(absolute, lastText)
-      const { api_keys, peers, rate_limits, outbound, ...staticConfig } = initial
-      const dynamic = yield* SubscriptionRef.make<Config.DynamicConfig>({ peers, api_keys, rate_limits, outbound })
+      const { dynamic: initialDynamic, static: staticConfig } = Config.split(initial)
+      const dynamic = yield* SubscriptionRef.make<Config.DynamicConfig>(initialDynamic)
       const events = yield* Effect.acquireRelease(PubSub.unbounded<ReloadEvent>(), PubSub.shutdown)
       const lock = yield* Effect.makeSemaphore(1)
 

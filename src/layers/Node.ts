@@ -61,6 +61,7 @@ import * as Discovery from "../call/Discovery.js"
 import * as NodeMetrics from "../observability/NodeMetrics.js"
 import type { OperationSource } from "../call/Dispatcher.js"
 import * as Composite from "../peer/Composite.js"
+import * as Imports from "../peer/Imports.js"
 import * as Outbound from "../peer/Outbound.js"
 import type * as CallClient from "../services/CallClient.js"
 import * as CallProtocol from "../services/CallProtocol.js"
@@ -126,6 +127,8 @@ export const NodeInfo = Schema.Struct({
   ),
   /** The outbound peers and how they are doing. */
   peers: Schema.Array(Outbound.PeerInfo),
+  /** The config's imports (OpenAPI documents, MCP servers) and how they are doing. */
+  imports: Schema.Array(Imports.ImportInfo),
   /** The store and whether it is reachable (absent for in-memory stores). */
   store: Schema.optionalWith(StoreStatus.Status, { exact: true })
 })
@@ -152,6 +155,8 @@ export class Node extends Context.Tag("alknet/Node")<Node, {
   readonly addTransport: (transport: Transport) => Effect.Effect<void, never, Scope.Scope>
   /** Protocols the QUIC endpoint serves beside `alknet/call`, by ALPN (`alknet/ssh` when the config has `ssh`). */
   readonly protocols: Readonly<Record<string, ProtocolHandler>>
+  /** The config's imports, attached to `graph` under their namespaces and kept in step with the live config. */
+  readonly imports: Imports.Service
 }>() {}
 
 export interface WebSocketOptions {
@@ -303,6 +308,9 @@ export type Services =
   | RateLimit.RateLimiter
   | CallClient.Dialer
 
+/** Two parts of the config are the same (a reload that did not touch them changes nothing). */
+const sameJson = <A>(a: A, b: A): boolean => JSON.stringify(a) === JSON.stringify(b)
+
 const rank = (kind: Transport["kind"]) => (kind === "quic" ? 0 : 1)
 
 /** The built-ins in front of the user's registry; a user operation may not take a built-in's name. */
@@ -341,18 +349,23 @@ export const make = (
     const startedAt = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
     const transports: Array<Transport> = []
     let outbound: Outbound.Service | undefined
+    let imports: Imports.Service | undefined
 
     const storeStatus = yield* Effect.serviceOption(StoreStatus.StoreStatus)
     const info: Effect.Effect<NodeInfo> = Effect.zipWith(
-      Effect.clockWith((clock) => clock.currentTimeMillis),
+      Effect.all([
+        Effect.clockWith((clock) => clock.currentTimeMillis),
+        Effect.suspend(() => imports?.status ?? Effect.succeed([]))
+      ]),
       Option.match(storeStatus, { onNone: () => Effect.succeed(undefined), onSome: (s) => s.current }),
-      (now, store) => ({
+      ([now, imported], store) => ({
         id: credentials.fingerprint,
         fingerprint: credentials.fingerprint,
         version: VERSION,
         uptime_ms: now - startedAt,
         transports: [...transports],
         peers: outbound?.peers() ?? [],
+        imports: imported,
         ...(store === undefined ? {} : { store })
       })
     )
@@ -398,9 +411,10 @@ export const make = (
       // A peer we connected to is who our providers say its key is, as if it had connected to us.
       authenticator,
       maxAuthAttempts,
-      changes: config.changes.pipe(Stream.map((d) => d.outbound), Stream.changesWith((a, b) => JSON.stringify(a) === JSON.stringify(b))),
+      changes: config.changes.pipe(Stream.map((d) => d.outbound), Stream.changesWith(sameJson)),
       ...(options.connect === undefined ? {} : { extra: options.connect })
     })
+    imports = yield* Imports.make(graph, { changes: config.changes.pipe(Stream.map((d) => d.imports), Stream.changesWith(sameJson)) })
 
     return Node.of({
       id: credentials.fingerprint,
@@ -412,6 +426,7 @@ export const make = (
       serve,
       tls: identity,
       protocols,
+      imports,
       addTransport: (transport) =>
         Effect.acquireRelease(
           Effect.sync(() => {

@@ -3,7 +3,7 @@
  *
  * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`, `list_peers`, `ssh`, `store`, `metrics`,
  *   `log_format`, `http_listen`, `http_tls`) are read once at start; changing them needs a restart.
- * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`) are reloaded while the node runs.
+ * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`, `imports`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
  * a default). Decode errors name the field: `peers[1].fingerprints[0]: expected a fingerprint …`. A document nested
@@ -215,6 +215,86 @@ export type OutboundPeer = typeof OutboundPeer.Type
 /** The id an outbound peer has in the graph: its `peer_id`, else its fingerprint, else its address. */
 export const outboundId = (peer: OutboundPeer): string => peer.peer_id ?? peer.fingerprint ?? peer.address
 
+/** How an OpenAPI import presents its credential: `Authorization: Bearer` (default), HTTP Basic, or a named header. */
+export const ImportAuth = Schema.Union(
+  Schema.Struct({ type: Schema.Literal("bearer") }),
+  Schema.Struct({ type: Schema.Literal("basic") }),
+  Schema.Struct({
+    type: Schema.Literal("header"),
+    header: Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/, { message: () => "expected an HTTP header name" }))
+  })
+).annotations({ identifier: "ImportAuth" })
+export type ImportAuth = typeof ImportAuth.Type
+
+/** Who may call re-exported imports (snake_case, like `services/schema`'s `access_control`); `{}` is open. */
+export const ImportAccess = Schema.Struct({
+  required_scopes: Schema.optionalWith(Schema.Array(Schema.NonEmptyString), { exact: true }),
+  required_scopes_any: Schema.optionalWith(Schema.Array(Schema.NonEmptyString), { exact: true }),
+  resource_type: Schema.optionalWith(Schema.NonEmptyString, { exact: true }),
+  resource_action: Schema.optionalWith(Schema.NonEmptyString, { exact: true })
+}).annotations({ identifier: "ImportAccess" })
+export type ImportAccess = typeof ImportAccess.Type
+
+const HttpUrl = Schema.String.pipe(
+  Schema.filter((text) => {
+    try {
+      const url = new URL(text)
+      return url.protocol === "http:" || url.protocol === "https:" || "expected an http:// or https:// URL"
+    } catch {
+      return "expected an http:// or https:// URL"
+    }
+  }),
+  Schema.annotations({ identifier: "HttpUrl" })
+)
+
+/**
+ * An API imported as operations this node's handlers can compose (SPEC §14), reloaded live: its operations are
+ * registered as `NAMESPACE/OP` in the node's peer graph under the peer id `namespace`.
+ *
+ * - `type`: `openapi` (a REST API's OpenAPI 3.x document, JSON or YAML, at `url` or in `file`) or `mcp` (the tools of
+ *   an MCP server speaking Streamable HTTP at `url`).
+ * - `base_url` (openapi): where the API is, when the document's `servers` do not say.
+ * - `credential`: the name of a credential in the node's store (`alknet credential put NAME`): its decrypted value is
+ *   the secret the API is called with — never a secret in the config. Presented as `auth` says (openapi; default
+ *   `{"type": "bearer"}`); an MCP server gets it as a bearer token.
+ * - `export_as`: `internal` (default: for this node's handlers only) or `external` (callers of this node reach them
+ *   too): then `access` is required — the API is called with the node's credential, which an open export would lend
+ *   to anyone.
+ */
+export const Import = Schema.Struct({
+  type: Schema.Literal("openapi", "mcp"),
+  namespace: PeerId,
+  url: Schema.optionalWith(HttpUrl, { exact: true }),
+  file: Schema.optionalWith(Schema.NonEmptyString, { exact: true }),
+  base_url: Schema.optionalWith(HttpUrl, { exact: true }),
+  credential: Schema.optionalWith(Schema.NonEmptyString, { exact: true }),
+  auth: Schema.optionalWith(ImportAuth, { exact: true }),
+  export_as: Schema.optionalWith(Schema.Literal("internal", "external"), { default: () => "internal" as const, exact: true }),
+  access: Schema.optionalWith(ImportAccess, { exact: true })
+}).pipe(
+  Schema.filter((entry) => {
+    const problem = (key: string, message: string) => ({ path: [key], message })
+    if (entry.type === "openapi" && (entry.url === undefined) === (entry.file === undefined)) {
+      return problem("url", "an openapi import needs exactly one of url and file")
+    }
+    if (entry.type === "mcp") {
+      if (entry.url === undefined) return problem("url", "an mcp import needs the server's url")
+      if (entry.file !== undefined) return problem("file", "an mcp import is served at a url, not read from a file")
+      if (entry.base_url !== undefined) return problem("base_url", "base_url is for openapi imports")
+      if (entry.auth !== undefined && entry.auth.type !== "bearer") {
+        return problem("auth", "an mcp server gets its credential as a bearer token")
+      }
+    }
+    if (entry.auth !== undefined && entry.credential === undefined) return problem("auth", "auth needs a credential")
+    if (entry.export_as === "external" && entry.access === undefined) {
+      return problem("access", "export_as external needs access (who may call the API with this node's credential)")
+    }
+    return true
+  }),
+  Schema.annotations({ identifier: "Import" })
+)
+export type Import = typeof Import.Type
+
 /** Peers and API keys must be unique by `peer_id` / `prefix`; the issue points at the second occurrence. */
 const uniqueBy = <A>(list: ReadonlyArray<A>, key: (a: A) => string, field: string, name: string) => {
   const seen = new Set<string>()
@@ -226,22 +306,40 @@ const uniqueBy = <A>(list: ReadonlyArray<A>, key: (a: A) => string, field: strin
   return undefined
 }
 
+/** An import is a peer of the graph named by its namespace: it may not take an outbound peer's id. */
+const importClash = (outbound: ReadonlyArray<OutboundPeer>, imports: ReadonlyArray<Import>) => {
+  const ids = new Set(outbound.map(outboundId))
+  const at = imports.findIndex((i) => ids.has(i.namespace))
+  return at < 0
+    ? undefined
+    : { path: ["imports", at, "namespace"], message: `namespace ${JSON.stringify(imports[at]!.namespace)} is an outbound peer's id` }
+}
+
 export const DynamicConfig = Schema.Struct({
   peers: Schema.optionalWith(Schema.Array(PeerEntry), { default: () => [], exact: true }),
   api_keys: Schema.optionalWith(Schema.Array(ApiKeyEntry), { default: () => [], exact: true }),
   rate_limits: Schema.optionalWith(RateLimits, { default: () => defaultRateLimits, exact: true }),
-  outbound: Schema.optionalWith(Schema.Array(OutboundPeer), { default: () => [], exact: true })
+  outbound: Schema.optionalWith(Schema.Array(OutboundPeer), { default: () => [], exact: true }),
+  imports: Schema.optionalWith(Schema.Array(Import), { default: () => [], exact: true })
 }).pipe(
   Schema.filter((config) =>
     uniqueBy(config.peers, (p) => p.peer_id, "peers", "peer_id") ??
       uniqueBy(config.api_keys, (k) => k.prefix, "api_keys", "prefix") ??
-      uniqueBy(config.outbound, outboundId, "outbound", "peer_id") ?? true
+      uniqueBy(config.outbound, outboundId, "outbound", "peer_id") ??
+      uniqueBy(config.imports, (i) => i.namespace, "imports", "namespace") ??
+      importClash(config.outbound, config.imports) ?? true
   ),
   Schema.annotations({ identifier: "DynamicConfig" })
 )
 export type DynamicConfig = typeof DynamicConfig.Type
 
-export const emptyDynamic: DynamicConfig = { peers: [], api_keys: [], rate_limits: defaultRateLimits, outbound: [] }
+export const emptyDynamic: DynamicConfig = {
+  peers: [],
+  api_keys: [],
+  rate_limits: defaultRateLimits,
+  outbound: [],
+  imports: []
+}
 
 /** The whole file: static and dynamic fields side by side at the top level. */
 export const Config = Schema.extend(StaticConfig, DynamicConfig).annotations({ identifier: "Config" })
@@ -280,10 +378,11 @@ export const decode = (text: string, maxDepth: number = Json.DEFAULT_MAX_DEPTH):
   return Either.mapLeft(decodeConfig(json), formatError)
 }
 
+/** A decoded config's static part (read once) and dynamic part (reloaded). */
+export const split = (config: Config): { readonly static: StaticConfig; readonly dynamic: DynamicConfig } => {
+  const { api_keys, imports, outbound, peers, rate_limits, ...staticConfig } = config
+  return { static: staticConfig, dynamic: { peers, api_keys, rate_limits, outbound, imports } }
+}
+
 /** The dynamic part of a decoded config. */
-export const dynamicOf = (config: Config): DynamicConfig => ({
-  peers: config.peers,
-  api_keys: config.api_keys,
-  rate_limits: config.rate_limits,
-  outbound: config.outbound
-})
+export const dynamicOf = (config: Config): DynamicConfig => split(config).dynamic

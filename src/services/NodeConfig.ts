@@ -6,7 +6,7 @@
  * (`layers/ConfigFile`), which reloads the dynamic part when the file changes. Nothing on the wire can change it.
  */
 import { Context, Effect, Layer, Schema, Stream, SubscriptionRef } from "effect"
-import { Config, DynamicConfig, StaticConfig } from "../schema/Config.js"
+import { Config, DynamicConfig, split, StaticConfig } from "../schema/Config.js"
 
 export interface Service {
   readonly static: StaticConfig
@@ -33,8 +33,7 @@ export const layerStatic = (config: typeof Config.Encoded = {}): Layer.Layer<Nod
   Layer.effect(
     NodeConfig,
     Effect.gen(function*() {
-      const decoded = Schema.decodeSync(Config)(config)
-      const { api_keys, peers, rate_limits, outbound, ...staticConfig } = decoded
-      return fromRef(staticConfig, yield* SubscriptionRef.make<DynamicConfig>({ peers, api_keys, rate_limits, outbound }))
+      const { dynamic, static: staticConfig } = split(Schema.decodeSync(Config)(config))
+      return fromRef(staticConfig, yield* SubscriptionRef.make<DynamicConfig>(dynamic))
     })
   )

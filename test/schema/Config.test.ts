@@ -31,7 +31,8 @@ describe("Config schema", () => {
       metrics: { auth: "token" },
       log_format: "pretty",
       http_tls: true,
-      outbound: []
+      outbound: [],
+      imports: []
     })
   })
 
@@ -44,6 +45,32 @@ describe("Config schema", () => {
     const bad = Config.decode(`{"metrics": {"auth": "none"}, "log_format": "xml"}`)
     expect(Either.isLeft(bad) && bad.left).toMatch(/metrics\.auth/)
     expect(Either.isLeft(bad) && bad.left).toMatch(/log_format/)
+  })
+
+  it("imports: defaults, and bad entries named (no secret in clear: a credential is a store name)", () => {
+    const config = Either.getOrThrow(Config.decode(JSON.stringify({
+      imports: [
+        { type: "openapi", namespace: "pets", file: "pets.yaml", base_url: "https://api.example.com/v1", credential: "pets-key", auth: { type: "header", header: "X-API-Key" } },
+        { type: "mcp", namespace: "gh", url: "https://mcp.example.com/mcp", credential: "gh", export_as: "external", access: { required_scopes: ["gh"] } }
+      ]
+    })))
+    expect(config.imports[0]).toMatchObject({ namespace: "pets", export_as: "internal" })
+    expect(config.imports[1]).toMatchObject({ export_as: "external", access: { required_scopes: ["gh"] } })
+    const bad = (imports: ReadonlyArray<unknown>, outbound: ReadonlyArray<unknown> = []) =>
+      problem(JSON.stringify({ imports, outbound }))
+    expect(bad([{ type: "openapi", namespace: "a" }])).toBe("imports[0].url: an openapi import needs exactly one of url and file")
+    expect(bad([{ type: "mcp", namespace: "a", file: "x" }])).toBe("imports[0].url: an mcp import needs the server's url")
+    expect(bad([{ type: "mcp", namespace: "a", url: "http://h/mcp", auth: { type: "basic" }, credential: "c" }]))
+      .toBe("imports[0].auth: an mcp server gets its credential as a bearer token")
+    expect(bad([{ type: "openapi", namespace: "a", url: "ftp://h/x" }])).toContain("imports[0].url: expected an http:// or https:// URL")
+    expect(bad([{ type: "openapi", namespace: "a", url: "http://h/x", export_as: "external" }]))
+      .toBe("imports[0].access: export_as external needs access (who may call the API with this node's credential)")
+    expect(bad([{ type: "openapi", namespace: "a/b", url: "http://h/x" }])).toContain("imports[0].namespace: expected a peer id")
+    expect(bad([{ type: "openapi", namespace: "a", url: "http://h/x" }, { type: "mcp", namespace: "a", url: "http://h/mcp" }]))
+      .toBe("imports[1].namespace: duplicate namespace \"a\"")
+    expect(bad([{ type: "openapi", namespace: "w1", url: "http://h/x" }], [{ peer_id: "w1", address: "quic://127.0.0.1:4501", fingerprint: fp("a") }]))
+      .toBe("imports[0].namespace: namespace \"w1\" is an outbound peer's id")
+    expect(bad([{ type: "openapi", namespace: "a", url: "http://h/x", secret: "hunter2" }])).toContain("imports[0].secret")
   })
 
   it("outbound peers: the import rule's defaults, ids from peer_id or fingerprint, and bad entries named", () => {
