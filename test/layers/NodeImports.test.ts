@@ -3,10 +3,11 @@
  * OpenAPI document that a real `node:http` server serves (its API key a vault-encrypted credential of the node's
  * store, sent in the header the import names); its handlers reach the imported operations through `ctx.env`; editing
  * the file adds and removes imports while the node runs; a broken import (a document that is not OpenAPI, an unknown
- * credential, an unreachable URL) is reported and leaves everything else as it was.
+ * credential, an unreachable URL) is reported and leaves everything else as it was. An MCP server's tools (the SDK's
+ * server) are imported the same way, its token a credential too, and re-exported only behind an access control.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Redacted, Schema, Stream } from "effect"
+import { Deferred, Effect, Layer, Redacted, Schema, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import * as Http from "node:http"
 import * as os from "node:os"
@@ -20,6 +21,7 @@ import * as IdentityStore from "../../src/services/IdentityStore.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as Vault from "../../src/services/Vault.js"
 import { listen } from "../shared/http.js"
+import { mcpServer, TOKEN } from "../shared/mcp.js"
 
 const KEY = "k3y-of-the-pets-api"
 
@@ -62,6 +64,13 @@ const composed = [
     output: Schema.Unknown,
     handler: ({ id }, ctx) => ctx.env.invoke("pets/getPet", { id })
   }).with({ env: ["pets/getPet"] }),
+  Operation.mutation({
+    name: "app/double",
+    input: Schema.Struct({ n: Schema.Number }),
+    output: Schema.Unknown,
+    handler: ({ n }, ctx) => ctx.env.invoke("math/add", { a: n, b: n })
+    // Re-exported with an access control, the import checks whoever composes it too: this handler's authority.
+  }).with({ env: ["math/add"], authority: Operation.authority("app", { scopes: ["math"] }) }),
   Operation.query({
     name: "app/weather",
     input: Schema.Unknown,
@@ -78,12 +87,17 @@ const tempDir = Effect.acquireRelease(
 const writeConfig = (file: string, imports: ReadonlyArray<Record<string, unknown>>) =>
   Effect.promise(() => fs.writeFile(file, JSON.stringify({ listen: "127.0.0.1:0", imports })))
 
-/** A node over the config file, with the API key stored (vault-encrypted) as the credential `pets-key`. */
+/**
+ * A node over the config file, with the API key and the MCP server's token stored (vault-encrypted) as the
+ * credentials `pets-key` and `mcp-token`.
+ */
 const nodeFrom = (file: string) => {
   const base = Layer.mergeAll(Node.layerVault(), ConfigFile.layerConfig(file), IdentityStore.layerMemory(), CredentialStore.layerMemory)
   const storeKey = Layer.effectDiscard(Effect.gen(function*() {
     const vault = yield* Vault.Vault
-    yield* (yield* CredentialStore.CredentialStore).put("pets-key", yield* vault.encrypt(Redacted.make(KEY)))
+    const store = yield* CredentialStore.CredentialStore
+    yield* store.put("pets-key", yield* vault.encrypt(Redacted.make(KEY)))
+    yield* store.put("mcp-token", yield* vault.encrypt(Redacted.make(TOKEN)))
   }))
   return Layer.provideMerge(Node.layerWith({ operations: composed }), Layer.provideMerge(storeKey, base))
 }
@@ -178,6 +192,33 @@ describe("config imports, reloaded live", () => {
         yield* writeConfig(file, [pets, weather, { type: "openapi", namespace: "ghost", url: `${base}/weather.json`, credential: "pets-key" }])
         const fixed = yield* importsUntil((imports) => imports.length === 3 && imports.every((i) => i.state === "imported" && i.last_error === null))
         expect(fixed.map((i) => i.namespace)).toEqual(["pets", "weather", "ghost"])
+      }).pipe(Effect.provide(nodeFrom(file)))
+    }).pipe(Effect.scoped))
+
+  it.live("an MCP server's tools: composed through ctx.env, and re-exported only behind the import's access control", () =>
+    Effect.gen(function*() {
+      const url = yield* mcpServer(yield* Deferred.make<void>())
+      const file = path.join(yield* tempDir, "config.json")
+      yield* writeConfig(file, [{
+        type: "mcp",
+        namespace: "math",
+        url,
+        credential: "mcp-token",
+        export_as: "external",
+        access: { required_scopes: ["math"] }
+      }])
+
+      yield* Effect.gen(function*() {
+        const [math] = yield* importsUntil((imports) => stateOf(imports).math === "imported")
+        expect(math).toMatchObject({ type: "mcp", source: url, operations: 3, last_error: null })
+        expect(yield* call("app/double", { n: 21 })).toEqual({ sum: 42 })
+        // Re-exported: callers of the node reach it, but only those the import's access control lets through.
+        const node = yield* Node.Node
+        expect(node.source.lookup("math/add")).toBeDefined()
+        expect(yield* callError("math/add", { a: 1, b: 2 })).toMatchObject({ code: "FORBIDDEN", message: "authentication required" })
+        const caller = { identity: { id: "alice", scopes: ["math"], resources: {} } }
+        expect(yield* node.graph.call("math/add", { a: 1, b: 2 }, caller)).toEqual({ sum: 3 })
+        expect(yield* Effect.flip(node.graph.call("math/fail", {}, caller))).toMatchObject({ code: "MCP_TOOL_ERROR", message: "no can do" })
       }).pipe(Effect.provide(nodeFrom(file)))
     }).pipe(Effect.scoped))
 })

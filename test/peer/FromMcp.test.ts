@@ -6,89 +6,12 @@
  * times out cancels the tool on the MCP server.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Server } from "@modelcontextprotocol/sdk/server/index.js"
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
-import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js"
 import { Deferred, Effect, Redacted } from "effect"
-import type { Scope } from "effect"
-import { randomUUID } from "node:crypto"
-import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import * as Node from "../../src/layers/Node.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as FromMcp from "../../src/peer/FromMcp.js"
 import * as IdentityStore from "../../src/services/IdentityStore.js"
-
-const TOKEN = "s3cret-mcp-token"
-
-/** The MCP server: `add` (structured), `fail` (isError), `wait` (until cancelled). */
-const mcpServer = (cancelled: Deferred.Deferred<void>): Effect.Effect<string, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const makeServer = () => {
-      const server = new Server({ name: "math", version: "1.0.0" }, { capabilities: { tools: {} } })
-      server.setRequestHandler(ListToolsRequestSchema, () => ({
-        tools: [
-          {
-            name: "add",
-            description: "Adds two numbers",
-            inputSchema: { type: "object", properties: { a: { type: "number" }, b: { type: "number" } }, required: ["a", "b"] },
-            outputSchema: { type: "object", properties: { sum: { type: "number" } }, required: ["sum"] }
-          },
-          { name: "fail", inputSchema: { type: "object" } },
-          { name: "wait", inputSchema: { type: "object" } }
-        ]
-      }))
-      server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
-        const args = (request.params.arguments ?? {}) as { a?: number; b?: number }
-        switch (request.params.name) {
-          case "add": {
-            const sum = (args.a ?? 0) + (args.b ?? 0)
-            return { content: [{ type: "text", text: String(sum) }], structuredContent: { sum } }
-          }
-          case "wait":
-            await new Promise<void>((resolve) => extra.signal.addEventListener("abort", () => resolve(), { once: true }))
-            Effect.runSync(Deferred.succeed(cancelled, undefined))
-            return { content: [] }
-          default:
-            return { isError: true, content: [{ type: "text", text: "no can do" }] }
-        }
-      })
-      return server
-    }
-    const sessions = new Map<string, StreamableHTTPServerTransport>()
-    const http = Http.createServer((req, res) => {
-      if (req.headers.authorization !== `Bearer ${TOKEN}`) {
-        res.writeHead(401, { "www-authenticate": "Bearer" }).end()
-        return
-      }
-      const id = req.headers["mcp-session-id"]
-      let transport = typeof id === "string" ? sessions.get(id) : undefined
-      const serve = async () => {
-        if (transport === undefined) {
-          const created: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-            sessionIdGenerator: () => randomUUID(),
-            onsessioninitialized: (sessionId) => void sessions.set(sessionId, created)
-          })
-          transport = created
-          await makeServer().connect(created)
-        }
-        await transport.handleRequest(req, res)
-      }
-      void serve()
-    })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        http.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          for (const transport of sessions.values()) void transport.close()
-          http.closeAllConnections()
-          http.close(() => resume(Effect.void))
-        })
-    )
-    return `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`
-  })
+import { mcpServer, TOKEN } from "../shared/mcp.js"
 
 describe("from_mcp", () => {
   it.live("a wrong token is Unauthorized at initialize; an unreachable server is Transport", () =>
