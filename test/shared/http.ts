@@ -1,4 +1,7 @@
-/** A `node:http` server listening on 127.0.0.1, port 0, for the scope's life (its connections are cut at the end). */
+/**
+ * A `node:http` server listening on 127.0.0.1, port 0, for the scope's life (its connections are cut at the end), and a
+ * JSON POST with an optional bearer token.
+ */
 import { Effect } from "effect"
 import type * as Http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -19,3 +22,14 @@ export const listen = (server: Http.Server): Effect.Effect<string, never, Scope.
     ),
     () => `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   )
+
+/** POST `body` as JSON (with `Authorization: Bearer token` when given): the status and the JSON answer. */
+export const post = (url: string, body: unknown, token?: string) =>
+  Effect.promise(async () => {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+      body: JSON.stringify(body)
+    })
+    return { status: response.status, body: await response.json() as any }
+  })

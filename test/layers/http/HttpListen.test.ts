@@ -13,6 +13,7 @@ import * as Node from "../../../src/layers/Node.js"
 import * as TlsIdentity from "../../../src/services/Tls.js"
 import * as IdentityStore from "../../../src/services/IdentityStore.js"
 import * as Operation from "../../../src/services/Operation.js"
+import { post } from "../../shared/http.js"
 
 const hello = Operation.query({
   name: "demo/hello",
@@ -21,16 +22,6 @@ const hello = Operation.query({
   access: { requiredScopes: ["demo"] },
   handler: ({ name }) => Effect.succeed(`hello, ${name}`)
 })
-
-const post = (url: string, body: unknown, token?: string) =>
-  Effect.promise(async () => {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/json", ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-      body: JSON.stringify(body)
-    })
-    return { status: response.status, body: await response.json() as any }
-  })
 
 /** The status of a raw WebSocket upgrade to `url` (`101` when it opened). */
 const upgradeStatus = (url: string) =>

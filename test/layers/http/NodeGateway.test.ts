@@ -13,6 +13,7 @@ import * as Node from "../../../src/layers/Node.js"
 import * as CallClient from "../../../src/services/CallClient.js"
 import * as IdentityStore from "../../../src/services/IdentityStore.js"
 import * as Operation from "../../../src/services/Operation.js"
+import { post } from "../../shared/http.js"
 import * as Tls from "../../../src/services/Tls.js"
 
 const hello = Operation.query({
@@ -24,16 +25,6 @@ const hello = Operation.query({
 })
 
 const httpOf = (wsUrl: string) => wsUrl.replace(/^ws/, "http")
-
-const post = (url: string, body: unknown, token?: string) =>
-  Effect.promise(async () => {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/json", ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-      body: JSON.stringify(body)
-    })
-    return { status: response.status, body: await response.json() as any }
-  })
 
 /** An https request that does not CA-check the node's self-signed certificate, optionally with a client certificate. */
 const httpsPost = (url: string, body: unknown, client?: Tls.TlsCredentials, token?: string) =>
