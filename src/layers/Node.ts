@@ -414,7 +414,8 @@ export const make = (
       changes: config.changes.pipe(Stream.map((d) => d.outbound), Stream.changesWith(sameJson)),
       ...(options.connect === undefined ? {} : { extra: options.connect })
     })
-    imports = yield* Imports.make(graph, { changes: config.changes.pipe(Stream.map((d) => d.imports), Stream.changesWith(sameJson)) })
+    // Every accepted reload (an edit, SIGHUP) retries the imports that failed; the attached ones stay unless changed.
+    imports = yield* Imports.make(graph, { changes: config.changes.pipe(Stream.map((d) => d.imports)) })
 
     return Node.of({
       id: credentials.fingerprint,

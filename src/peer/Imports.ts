@@ -13,8 +13,9 @@
  *   `Redacted` capability of each imported operation (OpenAPI) or the MCP session's bearer token, never in the config.
  * - A bad import — an unreachable URL, a document that is not OpenAPI, an unknown credential, a server that refuses
  *   us — is one log line naming the import and its `AdapterError`; the import's previous version (if any) stays
- *   attached, the other imports are unaffected, and the node keeps serving. It is tried again at the next change of
- *   `imports` (an edit of the file, or a reload).
+ *   attached, the other imports are unaffected, and the node keeps serving. It is tried again at the next reload of the
+ *   config (an edit of the file, or SIGHUP: `changes` emits the entries again); an attached, unchanged import is left
+ *   alone.
  */
 import { Duration, Effect, Exit, Option, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
 import * as fs from "node:fs/promises"
@@ -50,7 +51,7 @@ export const ImportInfo = Schema.Struct({
 export type ImportInfo = typeof ImportInfo.Type
 
 export interface Options {
-  /** The config's entries now, then each replacement. */
+  /** The config's entries now, then at each reload (the same entries again retry the failed ones). */
   readonly changes: Stream.Stream<ReadonlyArray<Import>>
   /** How long loading one import may take (default 10 s). */
   readonly timeout?: Duration.DurationInput

@@ -188,6 +188,19 @@ describe("config imports, reloaded live", () => {
         expect(yield* call("app/weather", {})).toEqual({ sky: "clear" })
         expect(yield* call("node/ping", {})).toMatchObject({ pong: true })
 
+        // The missing credential is stored; a reload (what SIGHUP does) retries what failed, and only that.
+        const vault = yield* Vault.Vault
+        yield* (yield* CredentialStore.CredentialStore).put("nope", yield* vault.encrypt(Redacted.make("unused")))
+        yield* (yield* ConfigFile.ConfigFile).reload
+        const retried = yield* importsUntil((imports) => imports.length === 5 && imports[2]!.state === "imported")
+        expect(retried.map((i) => [i.namespace, i.state])).toEqual([
+          ["pets", "imported"],
+          ["weather", "imported"],
+          ["ghost", "imported"],
+          ["down", "failed"],
+          ["gone", "failed"]
+        ])
+
         // Fixed in the file: the failed ones are tried again, and the rest are not touched.
         yield* writeConfig(file, [pets, weather, { type: "openapi", namespace: "ghost", url: `${base}/weather.json`, credential: "pets-key" }])
         const fixed = yield* importsUntil((imports) => imports.length === 3 && imports.every((i) => i.state === "imported" && i.last_error === null))
