@@ -25,6 +25,7 @@
  * stops early) sends `call.aborted` for it.
  */
 import { Chunk, Clock, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Redacted, Runtime, Stream } from "effect"
+import type { Tracer } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
 import type { TransportError } from "../errors/TransportError.js"
@@ -37,6 +38,8 @@ import * as Discovery from "./Discovery.js"
 import * as Dispatcher from "./Dispatcher.js"
 import type { OperationSource } from "./Dispatcher.js"
 import type { CallTransport, Channel } from "./Transport.js"
+import * as Served from "../observability/Served.js"
+import * as Tracing from "../observability/Tracing.js"
 
 /** Returned by `identify` to refuse the caller and close the connection (e.g. too many bad tokens). */
 export class CloseConnection extends Data.TaggedError("CloseConnection")<{ readonly reason: string }> {}
@@ -411,51 +414,68 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       const requested = typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs >= 0
         ? Math.min(timeoutMs, maxTimeoutMs)
         : undefined
+      const name = typeof payload.operationId === "string" ? Operation.normalizeName(payload.operationId) : undefined
       let release: (() => void) | undefined
-      const run = typeof payload.operationId !== "string"
-        ? Effect.fail(CallError.invalidInput("missing required field: operationId"))
-        : Effect.flatMap(identify(token), (identity) => {
-        if (options.admit !== undefined) {
-          release = options.admit(identity)
-          if (release === undefined) {
-            return Effect.fail(CallError.overloaded("too many calls in flight for this caller; retry later"))
-          }
-        }
-        return Effect.flatMap(
-          dispatcher.prepare({
-            requestId: id,
-            operation: payload.operationId as string,
-            input: payload.input,
-            identity,
-            forwardedFor: parseForwardedFor(payload.forwarded_for),
-            timeout: requested === undefined ? undefined : Duration.millis(requested)
-          }, "any"),
-          (prepared) => {
-            let deadline = prepared.deadline
-            if (prepared._tag === "Streaming" && Option.isNone(deadline) && Option.isNone(identity)) {
-              deadline = Option.some(clock.unsafeCurrentTimeMillis() + anonymousSubscriptionMs)
+      const run = (span: Tracer.Span | undefined): Effect.Effect<void, CallError.CallError | CloseConnection> =>
+        name === undefined
+          ? Effect.fail(CallError.invalidInput("missing required field: operationId"))
+          : Effect.flatMap(identify(token), (identity) => {
+            if (span !== undefined && Option.isSome(identity)) span.attribute("alknet.caller", identity.value.id)
+            if (options.admit !== undefined) {
+              release = options.admit(identity)
+              if (release === undefined) {
+                return Effect.fail(CallError.overloaded("too many calls in flight for this caller; retry later"))
+              }
             }
-            return withinDeadline(answer(prepared, channel, id), deadline, served, channel, id)
-          }
+            return Effect.flatMap(
+              dispatcher.prepare({
+                requestId: id,
+                operation: name,
+                input: payload.input,
+                identity,
+                forwardedFor: parseForwardedFor(payload.forwarded_for),
+                timeout: requested === undefined ? undefined : Duration.millis(requested)
+              }, "any"),
+              (prepared) => {
+                let deadline = prepared.deadline
+                if (prepared._tag === "Streaming" && Option.isNone(deadline) && Option.isNone(identity)) {
+                  deadline = Option.some(clock.unsafeCurrentTimeMillis() + anonymousSubscriptionMs)
+                }
+                return withinDeadline(answer(prepared, channel, id), deadline, served, channel, id)
+              }
+            )
+          })
+      const body = ({ outcome, span }: Served.Call) => {
+        const failed = (error: CallError.CallError) => {
+          outcome.code = error.code
+          outcome.error = error
+        }
+        return run(span).pipe(
+          Effect.catchAll((error): Effect.Effect<void> => {
+            if (error._tag === "CloseConnection") {
+              outcome.code = "CLOSED"
+              return Effect.zipRight(warnOnce("auth", `closing the connection: ${error.reason}`), Effect.forkDaemon(shutdown))
+            }
+            failed(error)
+            return Effect.ignore(write(channel, [errorEnvelope(id, error)]))
+          }),
+          Effect.catchAllDefect((defect) => {
+            // a defect outside any handler (an identity hook, a source): answer INTERNAL, log it once here
+            failed(CallError.internal("internal error"))
+            return Effect.zipRight(
+              warnOnce(
+                "defect",
+                `request ${CallError.echo(id)} failed with a defect: ${CallError.echo(defect instanceof Error ? defect.message : String(defect))}`
+              ),
+              Effect.ignore(write(channel, [errorEnvelope(id, outcome.error!)]))
+            )
+          }),
+          Effect.onInterrupt(() => Effect.sync(() => (outcome.code = served.timedOut ? "TIMEOUT" : "ABORTED")))
         )
-      })
-      return run.pipe(
-        Effect.catchAll((error): Effect.Effect<void> => {
-          if (error._tag === "CloseConnection") {
-            return Effect.zipRight(warnOnce("auth", `closing the connection: ${error.reason}`), Effect.forkDaemon(shutdown))
-          }
-          return Effect.ignore(write(channel, [errorEnvelope(id, error)]))
-        }),
-        Effect.catchAllDefect((defect) =>
-          // a defect outside any handler (an identity hook, a source): answer INTERNAL, log it once here
-          Effect.zipRight(
-            warnOnce(
-              "defect",
-              `request ${CallError.echo(id)} failed with a defect: ${CallError.echo(defect instanceof Error ? defect.message : String(defect))}`
-            ),
-            Effect.ignore(write(channel, [errorEnvelope(id, CallError.internal("internal error"))]))
-          )
-        ),
+      }
+      const label = Served.labelOf(name, (n) => dispatcher.source.lookup(n) !== undefined)
+      const traceParent = payload.traceparent === undefined ? undefined : Tracing.parse(payload.traceparent, payload.tracestate)
+      return Served.served(label, traceParent, body).pipe(
         Effect.ensuring(Effect.sync(() => {
           release?.()
           if (requests.get(id) === served) requests.delete(id)
@@ -578,9 +598,15 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     // ---------------------------------------------------------------------------------------------------------
     // Calling: outgoing calls and subscriptions.
 
-    const requestEnvelope = (id: string, operation: string, input: unknown, callOptions: CallOptions): EventEnvelope => {
+    const requestEnvelope = (
+      id: string,
+      operation: string,
+      input: unknown,
+      callOptions: CallOptions,
+      span: Tracer.AnySpan | undefined
+    ): EventEnvelope => {
       const payload: Record<string, unknown> = {
-        operationId: `/${Operation.normalizeName(operation)}`,
+        operationId: `/${operation}`,
         input: input === undefined ? null : input
       }
       const token = callOptions.authToken ?? options.authToken
@@ -589,6 +615,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       if (callOptions.timeout !== undefined) {
         payload.timeout_ms = Math.max(0, Math.ceil(millis(callOptions.timeout)))
       }
+      if (span !== undefined) Tracing.inject(payload, span)
       return { type: "call.requested", id, payload }
     }
 
@@ -632,8 +659,9 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       operation: string,
       input: unknown,
       callOptions: CallOptions = {}
-    ): Effect.Effect<unknown, CallError.CallError> =>
-      Effect.flatMap(openChannel, (channel) => {
+    ): Effect.Effect<unknown, CallError.CallError> => {
+      const name = Operation.normalizeName(operation)
+      return Tracing.around(name, "client", (span) => Effect.flatMap(openChannel, (channel) => {
         const id = crypto.randomUUID()
         const entry: Pending = {
           id,
@@ -649,10 +677,11 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           entry.resume = resume
         })
         return Effect.onInterrupt(
-          Effect.zipRight(start(channel, entry, requestEnvelope(id, operation, input, callOptions), callOptions.timeout), wait),
+          Effect.zipRight(start(channel, entry, requestEnvelope(id, name, input, callOptions, span), callOptions.timeout), wait),
           () => giveUp(entry)
         )
-      })
+      }))
+    }
 
     const subscribe = (
       operation: string,
@@ -660,6 +689,8 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       callOptions: CallOptions = {}
     ): Stream.Stream<unknown, CallError.CallError> =>
       Stream.unwrapScoped(Effect.gen(function*() {
+        const name = Operation.normalizeName(operation)
+        const span = yield* Tracing.aroundScoped(name)
         const channel = yield* openChannel
         const entry: Pending = {
           id: crypto.randomUUID(),
@@ -673,7 +704,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         yield* Effect.addFinalizer(() =>
           Effect.zipRight(giveUp(entry), Effect.sync(() => entry.mailbox!.close()))
         )
-        yield* start(channel, entry, requestEnvelope(entry.id, operation, input, callOptions), callOptions.timeout)
+        yield* start(channel, entry, requestEnvelope(entry.id, name, input, callOptions, span), callOptions.timeout)
         return Stream.repeatEffectChunkOption(entry.mailbox!.take)
       }))
 

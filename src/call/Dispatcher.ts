@@ -29,6 +29,7 @@ import type { Identity } from "../schema/Identity.js"
 import * as Json from "../schema/Json.js"
 import * as Operation from "../services/Operation.js"
 import type { HandlerRegistration, InvokeOptions, OperationContext, OperationEnv } from "../services/Operation.js"
+import * as Tracing from "../observability/Tracing.js"
 import * as Deadlines from "./Deadlines.js"
 
 /** Where operation names resolve. */
@@ -422,7 +423,8 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
         deadline: parent.deadline,
         internal: true
       }, node, from)
-      const child = runUnary(registration, decoded.right, ctx, node)
+      // A composed call is a child span of its parent's (when tracing is on).
+      const child = Tracing.around(name, "internal", () => runUnary(registration, decoded.right, ctx, node))
       // Inline, the child is interrupted with its parent; the deadline timer of the fiber it runs in (the root's, or
       // a detached ancestor's) covers it.
       if (abortPolicy === "AbortDependents") return child
@@ -435,7 +437,9 @@ export const make = (options: Options): Effect.Effect<Dispatcher, never, Scope.S
         }),
         Effect.sync(() => detached--)
       )
-      return Effect.flatMap(Effect.sync(() => runDetached(tracked)), Fiber.join)
+      // The detached fiber does not inherit the parent's context: its span is parented explicitly.
+      return Effect.flatMap(Tracing.current, (span) =>
+        Fiber.join(runDetached(Option.isSome(span) ? Effect.withParentSpan(tracked, span.value) : tracked)))
     }
 
     return {

@@ -7,7 +7,7 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import { Effect, Option, Schedule } from "effect"
+import { Config, Effect, Either, identity, Option, Schedule } from "effect"
 import * as dgram from "node:dgram"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
@@ -17,7 +17,8 @@ import type { NodeInfo } from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
 import * as Logs from "../observability/Logs.js"
 import * as Shutdown from "./shutdown.js"
-import type { ListenAddress } from "../schema/Config.js"
+import * as NodeConfig from "../schema/Config.js"
+import type { ListenAddress, TelemetryConfig } from "../schema/Config.js"
 import * as Demo from "./demo.js"
 import { CliError, signalEndsNormally, usage } from "./errors.js"
 import * as Home from "./home.js"
@@ -166,15 +167,27 @@ const reloadOnSighup = Effect.gen(function*() {
   )
 })
 
-/** The config's `drain_timeout_ms` (what the node was started with; default 2 s). */
-const readDrainTimeout = async (home: string): Promise<number> => {
-  try {
-    const config = JSON.parse(await fs.readFile(NodeHome.configPath(home), "utf8")) as { drain_timeout_ms?: unknown }
-    return typeof config.drain_timeout_ms === "number" && config.drain_timeout_ms >= 0 ? config.drain_timeout_ms : 2000
-  } catch {
-    return 2000
-  }
+/** What the node reads of its config before it starts: `drain_timeout_ms` (default 2 s) and `telemetry`. */
+const readStartup = async (home: string): Promise<{ drainTimeout: number; telemetry: TelemetryConfig | undefined }> => {
+  const text = await fs.readFile(NodeHome.configPath(home), "utf8").catch(() => "{}")
+  // An invalid config fails the node's start with its own clear message; here it only means defaults.
+  const config = Either.getOrUndefined(NodeConfig.decode(text))
+  return { drainTimeout: config?.drain_timeout_ms ?? 2000, telemetry: config?.telemetry }
 }
+
+const otelVariables = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_HEADERS"] as const
+
+/**
+ * The OTLP exporters when the config's `telemetry` or the `OTEL_*` variables name a collector; else nothing (and
+ * `@effect/opentelemetry` is never loaded).
+ */
+const telemetryLayer = (section: TelemetryConfig | undefined) =>
+  Effect.gen(function*() {
+    const env: Record<string, string | undefined> = {}
+    for (const name of otelVariables) env[name] = Option.getOrUndefined(yield* Config.option(Config.string(name)))
+    const Telemetry = yield* Effect.promise(() => import("../observability/Telemetry.js"))
+    return Option.map(Telemetry.resolve(section, env), (options) => ({ options, layer: Telemetry.layer(options) }))
+  }).pipe(Effect.orDie)
 
 export const command = Command.make(
   "node",
@@ -213,6 +226,8 @@ export const command = Command.make(
         ...(o.demo ? { operations: Demo.operations((line) => Io.err(`demo: ${line}`)) } : {}),
         ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})
       })
+      const startup = yield* Effect.promise(() => readStartup(home))
+      const telemetry = yield* telemetryLayer(startup.telemetry)
       let started = false
       yield* Effect.gen(function*() {
         const node = yield* Node.Node
@@ -221,7 +236,10 @@ export const command = Command.make(
           yield* Io.out(`alknet node ${node.fingerprint} listening ${transport.address}`)
         }
         yield* writeRunFile(home, { pid: process.pid, fingerprint: node.fingerprint, transports: node.transports })
-        yield* Effect.promise(() => readDrainTimeout(home)).pipe(Effect.map(Shutdown.setDrainTimeout))
+        yield* Effect.sync(() => Shutdown.setDrainTimeout(startup.drainTimeout))
+        if (Option.isSome(telemetry)) {
+          yield* Io.err(`alknet node: exporting traces, metrics and logs to ${telemetry.value.options.endpoint} (OTLP/HTTP)`)
+        }
         yield* Effect.sync(signalEndsNormally)
         yield* reloadOnSighup
         yield* Effect.forkScoped(watchPeers(node.info))
@@ -231,6 +249,8 @@ export const command = Command.make(
       }).pipe(
         Effect.scoped,
         Effect.provide(layer),
+        // Outside the node's layer: its spans, metrics and logs are exported until it has stopped.
+        Option.isSome(telemetry) ? Effect.provide(telemetry.value.layer) : identity,
         Effect.catchIf(
           (e) => e._tag === "NodeError" && e.reason === "Listen",
           (e) => Effect.flatMap(explainListen(home, listenAt, wsAt, httpAt), (plain) => Effect.fail(plain ?? e))

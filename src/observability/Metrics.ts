@@ -98,3 +98,12 @@ export class Labels2 {
     return labels
   }
 }
+
+/** No labels (one shared array, so its hook is cached too). */
+export const none: ReadonlyArray<MetricLabel.MetricLabel> = []
+
+/** The `operation` label of a served call, shared by every connection and the gateway. */
+export const operation = new Labels("operation")
+
+/** The `operation` × `code` labels of `alknet_calls_total`. */
+export const operationCode = new Labels2("operation", "code")

@@ -2,7 +2,7 @@
  * A node's configuration file (SPEC §11): one JSON object with snake_case keys, like the wire.
  *
  * - **Static** fields (`listen`, `tls`, `drain_timeout_ms`, `data_dir`, `list_peers`, `ssh`, `store`, `metrics`,
- *   `log_format`, `http_listen`, `http_tls`) are read once at start; changing them needs a restart.
+ *   `log_format`, `http_listen`, `http_tls`, `telemetry`) are read once at start; changing them needs a restart.
  * - **Dynamic** fields (`peers`, `api_keys`, `rate_limits`, `outbound`, `imports`) are reloaded while the node runs.
  *
  * Every field is optional; `{}` is a valid config. Unknown keys are rejected (a typo must not silently fall back to
@@ -159,6 +159,23 @@ export type MetricsConfig = typeof MetricsConfig.Type
 export const LogFormat = Schema.Literal("pretty", "json")
 export type LogFormat = typeof LogFormat.Type
 
+/**
+ * Export of traces, metrics and logs over OTLP/HTTP (`observability/Telemetry.ts`); absent, the standard
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_SERVICE_NAME` variables decide, and with neither nothing is exported.
+ */
+export const TelemetryConfig = Schema.Struct({
+  /** The collector's base URL (`/v1/traces`, `/v1/metrics`, `/v1/logs` are appended). */
+  otlp_endpoint: Schema.optionalWith(
+    Schema.String.pipe(Schema.pattern(/^https?:\/\/[^\s]+$/, { message: () => "expected an http:// or https:// URL" })),
+    { exact: true }
+  ),
+  /** `service.name` of the exported resource (default `alknet`). */
+  service_name: Schema.optionalWith(Schema.NonEmptyString, { exact: true }),
+  /** How often buffered spans, metrics and logs are sent (default 5000). */
+  export_interval_ms: Schema.optionalWith(PositiveInt, { exact: true })
+}).annotations({ identifier: "TelemetryConfig" })
+export type TelemetryConfig = typeof TelemetryConfig.Type
+
 export const StaticConfig = Schema.Struct({
   listen: Schema.optionalWith(ListenAddress, { default: () => ({ host: "127.0.0.1", port: 4433 }), exact: true }),
   tls: Schema.optionalWith(TlsIdentity, { default: () => ({ type: "raw_key" as const }), exact: true }),
@@ -178,7 +195,9 @@ export const StaticConfig = Schema.Struct({
   /** Serve the HTTP gateway on a listener of its own at `host:port` (absent: no such listener). */
   http_listen: Schema.optionalWith(ListenAddress, { exact: true }),
   /** Serve `http_listen` as `https://` with the node's TLS identity (default); false: plain `http://`. */
-  http_tls: Schema.optionalWith(Schema.Boolean, { default: () => true, exact: true })
+  http_tls: Schema.optionalWith(Schema.Boolean, { default: () => true, exact: true }),
+  /** OTLP export of traces, metrics and logs; absent: the OTEL_* environment variables, else off. */
+  telemetry: Schema.optionalWith(TelemetryConfig, { exact: true })
 }).annotations({ identifier: "StaticConfig" })
 export type StaticConfig = typeof StaticConfig.Type
 

@@ -40,12 +40,14 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
-import { Chunk, Clock, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Schedule, Stream } from "effect"
+import { Chunk, Clock, Data, Duration, Effect, Fiber, FiberId, FiberSet, Option, Redacted, Schedule, Stream, Tracer } from "effect"
 import type { Scope } from "effect"
 import * as Deadlines from "../../call/Deadlines.js"
 import * as Dispatcher from "../../call/Dispatcher.js"
 import type { OperationSource } from "../../call/Dispatcher.js"
 import * as CallError from "../../errors/CallError.js"
+import * as Served from "../../observability/Served.js"
+import * as Tracing from "../../observability/Tracing.js"
 import type { Backend as ToMcpBackend, Outcome as ToMcpOutcome } from "../../peer/ToMcp.js"
 import * as NodeMetrics from "../../observability/NodeMetrics.js"
 import * as Prometheus from "../../observability/Prometheus.js"
@@ -124,6 +126,8 @@ class Refusal extends Data.TaggedError("Refusal")<{
 interface Caller {
   readonly identity: Option.Option<Identity>
   readonly remote: Address
+  /** The client's span from a `traceparent` header (W3C Trace Context); a malformed one is ignored. */
+  readonly trace: Tracer.ExternalSpan | undefined
 }
 
 const bearer = (header: string | undefined): Option.Option<Redacted.Redacted<string>> => {
@@ -343,6 +347,8 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     /** Admission, then identity: bearer token, else the TLS client certificate's fingerprint, else anonymous. */
     const callerOf = (incoming: Http.IncomingMessage): Effect.Effect<Caller, Refusal> => Effect.gen(function*() {
       const remote: Address = { host: incoming.socket.remoteAddress ?? "", port: incoming.socket.remotePort ?? 0 }
+      const traceparent = incoming.headers.traceparent
+      const trace = traceparent === undefined ? undefined : Tracing.parse(traceparent, incoming.headers.tracestate)
       if (options.admit !== undefined) {
         yield* Effect.mapError(options.admit(remote), (refused) =>
           new Refusal({
@@ -352,11 +358,11 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
             headers: refused.retryAfterMs === undefined ? {} : { "retry-after": String(Math.ceil(refused.retryAfterMs / 1000)) }
           }))
       }
-      if (authenticator === undefined) return { identity: Option.none(), remote }
+      if (authenticator === undefined) return { identity: Option.none(), remote, trace }
       const token = bearer(incoming.headers.authorization)
       if (Option.isSome(token)) {
         const resolved = yield* authenticator.resolveToken(token.value)
-        if (Option.isSome(resolved)) return { identity: resolved, remote }
+        if (Option.isSome(resolved)) return { identity: resolved, remote, trace }
         NodeMetrics.countAuthFailure("http")
         if (options.onAuthFailure !== undefined) yield* options.onAuthFailure(remote)
       }
@@ -366,7 +372,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       const identity = Option.isNone(fingerprint)
         ? Option.none<Identity>()
         : yield* authenticator.resolveFingerprint(fingerprint.value)
-      return { identity, remote }
+      return { identity, remote, trace }
     })
     const resolveCaller = Effect.flatMap(incomingOf, callerOf)
 
@@ -393,28 +399,43 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       requestId: string,
       expire?: (at: number) => () => void
     ): Effect.Effect<unknown, CallError.CallError> =>
-      Effect.flatMap(limits, (l) => {
-        const release = acquire(caller, l.maxInFlightPerCaller)
-        if (release === undefined) {
-          return Effect.fail(CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`))
-        }
-        return dispatcher.prepare({
-          requestId,
-          operation: request.operation,
-          input: request.input,
-          identity: caller.identity,
-          forwardedFor: Option.none(),
-          timeout: timeoutOf(request.timeoutMs, l.maxCallTimeoutMs)
-        }, "unary").pipe(
-          Effect.flatMap((prepared) => {
-            if (prepared._tag !== "Unary") return Effect.dieMessage("unreachable")
-            if (expire === undefined) return prepared.run
-            if (Option.isNone(prepared.deadline)) return prepared.handler
-            return Effect.ensuring(prepared.handler, Effect.sync(expire(prepared.deadline.value)))
-          }),
-          Effect.ensuring(Effect.sync(release))
-        )
-      })
+      Served.served(labelOf(request.operation), caller.trace, (call) =>
+        Effect.flatMap(limits, (l) => {
+          if (call.span !== undefined && Option.isSome(caller.identity)) call.span.attribute("alknet.caller", caller.identity.value.id)
+          const release = acquire(caller, l.maxInFlightPerCaller)
+          if (release === undefined) {
+            return Effect.fail(CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`))
+          }
+          return dispatcher.prepare({
+            requestId,
+            operation: request.operation,
+            input: request.input,
+            identity: caller.identity,
+            forwardedFor: Option.none(),
+            timeout: timeoutOf(request.timeoutMs, l.maxCallTimeoutMs)
+          }, "unary").pipe(
+            Effect.flatMap((prepared) => {
+              if (prepared._tag !== "Unary") return Effect.dieMessage("unreachable")
+              if (expire === undefined) return prepared.run
+              if (Option.isNone(prepared.deadline)) return prepared.handler
+              const at = prepared.deadline.value
+              // Interrupted by the deadline (not by a client that went away): TIMEOUT.
+              return Effect.ensuring(prepared.handler, Effect.sync(expire(at))).pipe(
+                Effect.onInterrupt(() =>
+                  Effect.clockWith((clock) =>
+                    Effect.sync(() => {
+                      if (clock.unsafeCurrentTimeMillis() >= at) call.outcome.code = "TIMEOUT"
+                    })
+                  )
+                )
+              )
+            }),
+            Effect.ensuring(Effect.sync(release))
+          )
+        }))
+
+    /** The metric and span name of a call: the operation's name when it is served here (else `(unknown)`). */
+    const labelOf = (operation: string) => Served.labelOf(Operation.normalizeName(operation), (name) => source.lookup(name) !== undefined)
 
     const okBody = (requestId: string, output: unknown) => ({ request_id: requestId, result: "ok", output })
 
@@ -425,10 +446,17 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       Effect.gen(function*() {
         const l = yield* limits
         const requestId = crypto.randomUUID()
+        // Observed until the request's scope closes: after the last event, or when the client went away (ABORTED).
+        const call = yield* Served.servedScoped(labelOf(request.operation), caller.trace)
+        const refuse = (error: CallError.CallError) => {
+          call.outcome.code = error.code
+          call.outcome.error = error
+          return errorResponse(error, caller, request.operation, requestId)
+        }
+        if (call.span !== undefined && Option.isSome(caller.identity)) call.span.attribute("alknet.caller", caller.identity.value.id)
         const release = acquire(caller, l.maxInFlightPerCaller)
         if (release === undefined) {
-          const error = CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`)
-          return errorResponse(error, caller, request.operation, requestId)
+          return refuse(CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`))
         }
         // Released when the request's scope closes: after the last event is written, or when the client went away.
         yield* Effect.addFinalizer(() => Effect.sync(release))
@@ -444,11 +472,10 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
           timeout
         }, "streaming"))
         if (prepared._tag === "Left" || prepared.right._tag !== "Streaming") {
-          return prepared._tag === "Left"
-            ? errorResponse(prepared.left, caller, request.operation, requestId)
-            : errorResponse(CallError.internal("internal error"), caller, undefined, requestId)
+          return refuse(prepared._tag === "Left" ? prepared.left : CallError.internal("internal error"))
         }
-        const events = prepared.right.run.pipe(
+        const items = prepared.right.run
+        const events = (call.parent === undefined ? items : Stream.provideService(items, Tracer.ParentSpan, call.parent)).pipe(
           Stream.mapChunksEffect((items) => {
             let text = ""
             for (const item of items) {
@@ -460,7 +487,11 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
             return Effect.succeed(Chunk.of(encoder.encode(text)))
           }),
           Stream.concat(Stream.succeed(encoder.encode(sseEvent("completed", "{}")))),
-          Stream.catchAll((error) => Stream.succeed(encoder.encode(sseEvent("error", JSON.stringify(error.toPayload())))))
+          Stream.catchAll((error) => {
+            call.outcome.code = error.code
+            call.outcome.error = error
+            return Stream.succeed(encoder.encode(sseEvent("error", JSON.stringify(error.toPayload()))))
+          })
         )
         // A comment line while the stream is quiet keeps proxies from cutting it and finds a client that is gone.
         const body = Stream.merge(
@@ -736,7 +767,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     const backendOf = (extra: { readonly authInfo?: { readonly extra?: Record<string, unknown> } }): ToMcpBackend => {
       const caller = extra.authInfo?.extra?.caller as Caller | undefined
       // Unreachable (every request passes through serveMcp, which sets it); nobody, to fail closed.
-      const who = caller ?? { identity: Option.none(), remote: { host: "", port: 0 } }
+      const who = caller ?? { identity: Option.none(), remote: { host: "", port: 0 }, trace: undefined }
       return { operations: () => callable(who.identity), external: () => callable(undefined), call: callFor(who) }
     }
 
