@@ -23,6 +23,7 @@ import { Chunk, Effect, Option, Redacted, Schema, Stream } from "effect"
 import * as Yaml from "yaml"
 import * as AdapterError from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
+import * as Tracing from "../observability/Tracing.js"
 import * as Json from "../schema/Json.js"
 import * as Operation from "../services/Operation.js"
 import type { OperationAdapter } from "../services/OperationAdapter.js"
@@ -227,6 +228,9 @@ const handlerOf = (baseUrl: string, route: Route): Operation.Handler => {
         const built = prepare(input, ctx)
         if (built instanceof CallError.CallError) return Stream.fail(built)
         return Stream.unwrapScoped(Effect.gen(function*() {
+          // The request continues the caller's trace (a client span when tracing is on).
+          const span = yield* Tracing.aroundScoped(ctx.operation)
+          if (span !== undefined) Tracing.inject(built.init.headers, span)
           // Aborted when the subscription ends or is interrupted: the HTTP request goes with it.
           const controller = yield* Effect.acquireRelease(Effect.sync(() => new AbortController()), (c) => Effect.sync(() => c.abort()))
           const response = yield* Effect.tryPromise({
@@ -247,12 +251,15 @@ const handlerOf = (baseUrl: string, route: Route): Operation.Handler => {
     run: (input, ctx) => {
       const built = prepare(input, ctx)
       if (built instanceof CallError.CallError) return Effect.fail(built)
-      return Effect.tryPromise({
-        try: async (signal) => {
-          const response = await fetch(built.url, { ...built.init, signal })
-          return { response, body: await readBody(response) }
-        },
-        catch: transportError(built.url)
+      return Tracing.around(ctx.operation, "client", (span) => {
+        if (span !== undefined) Tracing.inject(built.init.headers, span)
+        return Effect.tryPromise({
+          try: async (signal) => {
+            const response = await fetch(built.url, { ...built.init, signal })
+            return { response, body: await readBody(response) }
+          },
+          catch: transportError(built.url)
+        })
       }).pipe(Effect.flatMap(({ body, response }) => (response.ok ? Effect.succeed(body) : Effect.fail(httpError(response, body)))))
     }
   }
