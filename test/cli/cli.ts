@@ -27,10 +27,12 @@ export interface RunOptions {
   readonly env?: Record<string, string>
 }
 
-/** The environment of a child: without the user's ALKNET_* settings. */
+/** The environment of a child: without the user's ALKNET_* and OTEL_* settings. */
 const childEnv = (extra: Record<string, string> = {}) => {
   const env: Record<string, string | undefined> = { ...process.env, ...extra }
   for (const key of ["ALKNET_HOME", "ALKNET_TOKEN"]) if (!(key in extra)) delete env[key]
+  // nor the machine's OpenTelemetry settings (a node would export to them)
+  for (const key of Object.keys(env)) if (key.startsWith("OTEL_") && !(key in extra)) delete env[key]
   return env
 }
 
