@@ -8,8 +8,14 @@
  * - unary c=64:  64 concurrent callers on one connection
  * - stream:      one subscription of N small items `{i}`, counted by the consumer
  *
+ * A third column runs the same engine with tracing on: every call a client and a server span, recorded by the
+ * OpenTelemetry SDK (`@effect/opentelemetry` over a `BatchSpanProcessor`) into an exporter that only counts them, so
+ * the column is the cost of making and processing spans, without serialization or network.
+ *
  * `--quick` runs a tenth of it (a smoke test).
  */
+import * as OtelTracer from "@effect/opentelemetry/Tracer"
+import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from "@opentelemetry/sdk-trace-base"
 import { Effect, Option, Stream } from "effect"
 import * as Codec from "../src/call/Codec.js"
 import * as Connection from "../src/call/Connection.js"
@@ -110,6 +116,28 @@ const engine = Effect.gen(function*() {
   }
 })
 
+/** Spans recorded by the OpenTelemetry SDK and dropped by an exporter that counts them. */
+let exportedSpans = 0
+const countingExporter: SpanExporter = {
+  export: (spans, done) => {
+    exportedSpans += spans.length
+    done({ code: 0 })
+  },
+  shutdown: () => Promise.resolve()
+}
+
+/** The engine with tracing on: both connections and every call run with an OpenTelemetry tracer. */
+const traced = Effect.gen(function*() {
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(countingExporter, { maxQueueSize: 65_536 })] })
+  yield* Effect.addFinalizer(() => Effect.promise(() => provider.shutdown()))
+  const tracer = yield* Effect.provideService(OtelTracer.make, OtelTracer.OtelTracer, provider.getTracer("bench"))
+  const subject = yield* Effect.withTracer(engine, tracer)
+  return {
+    unary: Effect.withTracer(subject.unary, tracer),
+    stream: (count: number) => Effect.withTracer(subject.stream(count), tracer)
+  }
+})
+
 interface Subject {
   readonly unary: Effect.Effect<unknown>
   readonly stream: (count: number) => Effect.Effect<number>
@@ -149,7 +177,7 @@ const median = (xs: ReadonlyArray<number>) => {
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
 
 const program = Effect.gen(function*() {
-  const subjects = { bare: yield* bare, engine: yield* engine }
+  const subjects = { bare: yield* bare, engine: yield* engine, traced: yield* traced }
   for (const subject of Object.values(subjects)) {
     yield* rate(1_000, subject.unary, 16) // warm-up
     yield* subject.stream(10_000)
@@ -160,26 +188,32 @@ const program = Effect.gen(function*() {
     { name: "unary round trips/s, c=64", run: (s: Subject) => rate(UNARY, s.unary, 64) },
     { name: "subscription items/s", run: (s: Subject) => streamRate(s, STREAM) }
   ]
-  const rows: Array<[string, number, number]> = []
+  const rows: Array<[string, number, number, number]> = []
   for (const phase of phases) {
     const bareRates: Array<number> = []
     const engineRates: Array<number> = []
+    const tracedRates: Array<number> = []
     for (let round = 0; round < ROUNDS; round++) {
       bareRates.push(yield* phase.run(subjects.bare))
       engineRates.push(yield* phase.run(subjects.engine))
+      tracedRates.push(yield* phase.run(subjects.traced))
     }
-    rows.push([phase.name, median(bareRates), median(engineRates)])
+    rows.push([phase.name, median(bareRates), median(engineRates), median(tracedRates)])
   }
   console.log(
     `\ncall engine over the in-memory transport, per CPU-second of this process (median of ${ROUNDS} alternating ` +
       `rounds${quick ? ", QUICK" : ""}; ` +
       `${UNARY / 4} calls at c=1, ${UNARY} at c=64, ${STREAM} items per round)\n`
   )
-  console.log("| scenario | bare echo | engine | overhead (bare/engine) |")
-  console.log("|---|---:|---:|---:|")
-  for (const [name, bareRate, engineRate] of rows) {
-    console.log(`| ${name} | ${fmt(bareRate)} | ${fmt(engineRate)} | ${(bareRate / engineRate).toFixed(2)}× |`)
+  console.log("| scenario | bare echo | engine | overhead (bare/engine) | engine, tracing on | tracing on / off |")
+  console.log("|---|---:|---:|---:|---:|---:|")
+  for (const [name, bareRate, engineRate, tracedRate] of rows) {
+    console.log(
+      `| ${name} | ${fmt(bareRate)} | ${fmt(engineRate)} | ${(bareRate / engineRate).toFixed(2)}× | ${fmt(tracedRate)} | ` +
+        `${(tracedRate / engineRate).toFixed(2)}× |`
+    )
   }
+  console.log(`\n(${fmt(exportedSpans)} spans exported so far with tracing on)`)
 })
 
 Effect.runPromise(Effect.scoped(program)).catch((e) => {
