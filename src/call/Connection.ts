@@ -388,7 +388,8 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       deadline: Option.Option<number>,
       served: Served,
       channel: Channel,
-      id: string
+      id: string,
+      outcome: Tracing.Outcome
     ): Effect.Effect<void, CallError.CallError> => {
       if (Option.isNone(deadline)) return effect
       const at = deadline.value
@@ -400,9 +401,9 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         })
         return Effect.onExit(effect, (exit) => {
           cancel()
-          return served.timedOut && Exit.isInterrupted(exit)
-            ? Effect.ignore(write(channel, [errorEnvelope(id, CallError.timeout())]))
-            : Effect.void
+          if (!served.timedOut || !Exit.isInterrupted(exit)) return Effect.void
+          outcome.code = "TIMEOUT"
+          return Effect.ignore(write(channel, [errorEnvelope(id, CallError.timeout())]))
         })
       })
     }
@@ -416,7 +417,10 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         : undefined
       const name = typeof payload.operationId === "string" ? Operation.normalizeName(payload.operationId) : undefined
       let release: (() => void) | undefined
-      const run = (span: Tracer.Span | undefined): Effect.Effect<void, CallError.CallError | CloseConnection> =>
+      const run = (
+        span: Tracer.Span | undefined,
+        outcome: Tracing.Outcome
+      ): Effect.Effect<void, CallError.CallError | CloseConnection> =>
         name === undefined
           ? Effect.fail(CallError.invalidInput("missing required field: operationId"))
           : Effect.flatMap(identify(token), (identity) => {
@@ -441,7 +445,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
                 if (prepared._tag === "Streaming" && Option.isNone(deadline) && Option.isNone(identity)) {
                   deadline = Option.some(clock.unsafeCurrentTimeMillis() + anonymousSubscriptionMs)
                 }
-                return withinDeadline(answer(prepared, channel, id), deadline, served, channel, id)
+                return withinDeadline(answer(prepared, channel, id), deadline, served, channel, id, outcome)
               }
             )
           })
@@ -450,7 +454,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           outcome.code = error.code
           outcome.error = error
         }
-        return run(span).pipe(
+        return run(span, outcome).pipe(
           Effect.catchAll((error): Effect.Effect<void> => {
             if (error._tag === "CloseConnection") {
               outcome.code = "CLOSED"
@@ -469,31 +473,28 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
               ),
               Effect.ignore(write(channel, [errorEnvelope(id, outcome.error!)]))
             )
-          }),
-          Effect.onInterrupt(() => Effect.sync(() => (outcome.code = served.timedOut ? "TIMEOUT" : "ABORTED")))
+          })
         )
       }
       const label = Served.labelOf(name, (n) => dispatcher.source.lookup(n) !== undefined)
       const traceParent = payload.traceparent === undefined ? undefined : Tracing.parse(payload.traceparent, payload.tracestate)
-      return Served.served(label, traceParent, body).pipe(
-        Effect.ensuring(Effect.sync(() => {
-          release?.()
-          if (requests.get(id) === served) requests.delete(id)
-          if (perCall) {
-            const state = channels.get(channel)
-            if (state !== undefined) {
-              state.served.delete(id)
-              // After the requests that arrived in the same read as this one were all registered (a request can
-              // finish before the transport has pushed the next envelope of that read).
-              if (state.served.size === 0) {
-                queueMicrotask(() => {
-                  if (channels.get(channel) === state) releaseIfIdle(channel, state)
-                })
-              }
+      return Served.served(label, traceParent, body, () => {
+        release?.()
+        if (requests.get(id) === served) requests.delete(id)
+        if (perCall) {
+          const state = channels.get(channel)
+          if (state !== undefined) {
+            state.served.delete(id)
+            // After the requests that arrived in the same read as this one were all registered (a request can
+            // finish before the transport has pushed the next envelope of that read).
+            if (state.served.size === 0) {
+              queueMicrotask(() => {
+                if (channels.get(channel) === state) releaseIfIdle(channel, state)
+              })
             }
           }
-        }))
-      )
+        }
+      })
     }
 
     const startRequest = (envelope: EventEnvelope, channel: Channel): void => {

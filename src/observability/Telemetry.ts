@@ -8,9 +8,7 @@
  * `Redacted`). An embedding program may instead provide any tracer of its own (e.g. `NodeSdk.layer`): the node's
  * spans go to whatever `Tracer` its fibers run with.
  */
-import * as Otlp from "@effect/opentelemetry/Otlp"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Duration, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, Option, Redacted } from "effect"
 
 export interface Options {
   /** The collector's base URL, e.g. `http://127.0.0.1:4318`. */
@@ -76,13 +74,18 @@ export const layer = (options: Options): Layer.Layer<never> => {
   const interval = options.exportInterval ?? Duration.seconds(5)
   const headers: Record<string, string> = {}
   for (const [key, value] of Object.entries(options.headers ?? {})) headers[key] = Redacted.value(value)
-  return Otlp.layerJson({
-    baseUrl: options.endpoint.replace(/\/+$/, ""),
-    resource: { serviceName: options.serviceName ?? "alknet" },
-    headers,
-    tracerExportInterval: interval,
-    metricsExportInterval: interval,
-    loggerExportInterval: interval,
-    shutdownTimeout: Duration.seconds(3)
-  }).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  // The exporters load only when telemetry is on.
+  return Layer.unwrapEffect(Effect.map(
+    Effect.promise(() => Promise.all([import("@effect/opentelemetry/Otlp"), import("@effect/platform-node/NodeHttpClient")])),
+    ([Otlp, NodeHttpClient]) =>
+      Otlp.layerJson({
+        baseUrl: options.endpoint.replace(/\/+$/, ""),
+        resource: { serviceName: options.serviceName ?? "alknet" },
+        headers,
+        tracerExportInterval: interval,
+        metricsExportInterval: interval,
+        loggerExportInterval: interval,
+        shutdownTimeout: Duration.seconds(3)
+      }).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  ))
 }

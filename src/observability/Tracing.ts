@@ -124,16 +124,17 @@ export const around = <A, E, R>(
   kind: "client" | "internal",
   body: (span: Tracer.AnySpan | undefined) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.tracerWith((tracer) =>
-    records(tracer)
+  // One look at the fiber for both the tracer and the current span: this runs on every call.
+  Effect.withFiberRuntime((fiber) =>
+    records(fiber.currentTracer)
       ? Effect.useSpan(name, { kind, captureStackTrace: false, attributes: rpcAttributes(name) }, (span) => Effect.withParentSpan(body(span), span))
-      : Effect.flatMap(current, (parent) => body(Option.getOrUndefined(parent)))
+      : body(fiber.currentSpan)
   )
 
 /** `around` for a call that lives as long as a scope (a subscription): the span ends when the scope closes. */
 export const aroundScoped = (name: string): Effect.Effect<Tracer.AnySpan | undefined, never, Scope.Scope> =>
-  Effect.tracerWith((tracer) =>
-    records(tracer)
+  Effect.withFiberRuntime((fiber) =>
+    records(fiber.currentTracer)
       ? Effect.makeSpanScoped(name, { kind: "client", captureStackTrace: false, attributes: rpcAttributes(name) })
-      : Effect.map(current, Option.getOrUndefined)
+      : Effect.succeed(fiber.currentSpan)
   )
