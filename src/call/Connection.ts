@@ -365,17 +365,25 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         Effect.zipRight(Effect.ignore(write(channel, [errorEnvelope(id, CallError.internal("internal error"))])), Effect.interrupt)
       )
 
-    const answer = (prepared: Dispatcher.Prepared, channel: Channel, id: string): Effect.Effect<void, CallError.CallError> => {
+    /** Run the handler and send what it answers; with tracing on, the span counts the bytes (or items) sent. */
+    const answer = (
+      prepared: Dispatcher.Prepared,
+      channel: Channel,
+      id: string,
+      span: Tracer.Span | undefined
+    ): Effect.Effect<void, CallError.CallError> => {
       if (prepared._tag === "Unary") {
-        return Effect.flatMap(
-          prepared.handler,
-          (output) => Effect.catchAll(write(channel, [respondedEnvelope(id, output)]), onWriteFailure(channel, id))
-        )
+        return Effect.flatMap(prepared.handler, (output) => {
+          if (span !== undefined) span.attribute("alknet.response.bytes", Tracing.jsonBytes(output))
+          return Effect.catchAll(write(channel, [respondedEnvelope(id, output)]), onWriteFailure(channel, id))
+        })
       }
+      let sent = 0
       return Effect.zipRight(
         Stream.runForEachChunk(prepared.items, (items) => {
           const envelopes: Array<EventEnvelope> = []
           for (const item of items) envelopes.push(respondedEnvelope(id, item))
+          if (span !== undefined) span.attribute("alknet.response.items", (sent += envelopes.length))
           return Effect.catchAll(write(channel, envelopes), onWriteFailure(channel, id))
         }),
         Effect.catchAll(write(channel, [{ type: "call.completed", id, payload: {} }]), () => Effect.interrupt)
@@ -424,7 +432,10 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         name === undefined
           ? Effect.fail(CallError.invalidInput("missing required field: operationId"))
           : Effect.flatMap(identify(token), (identity) => {
-            if (span !== undefined && Option.isSome(identity)) span.attribute("alknet.caller", identity.value.id)
+            if (span !== undefined) {
+              if (Option.isSome(identity)) span.attribute("alknet.caller", identity.value.id)
+              span.attribute("alknet.request.bytes", Tracing.jsonBytes(payload.input))
+            }
             if (options.admit !== undefined) {
               release = options.admit(identity)
               if (release === undefined) {
@@ -445,7 +456,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
                 if (prepared._tag === "Streaming" && Option.isNone(deadline) && Option.isNone(identity)) {
                   deadline = Option.some(clock.unsafeCurrentTimeMillis() + anonymousSubscriptionMs)
                 }
-                return withinDeadline(answer(prepared, channel, id), deadline, served, channel, id, outcome)
+                return withinDeadline(answer(prepared, channel, id, span), deadline, served, channel, id, outcome)
               }
             )
           })

@@ -79,6 +79,15 @@ export const current: Effect.Effect<Option.Option<Tracer.AnySpan>> = Effect.serv
 /** A call's span attributes (OpenTelemetry's RPC conventions). */
 const rpcAttributes = (operation: string) => ({ "rpc.system": "alknet", "rpc.method": operation })
 
+/** The size of a JSON value as UTF-8 bytes (for span attributes; only computed when tracing is on). */
+export const jsonBytes = (value: unknown): number => {
+  try {
+    return Buffer.byteLength(JSON.stringify(value ?? null) ?? "null")
+  } catch {
+    return 0
+  }
+}
+
 /** How a served call ended, for its span (and its metrics). */
 export interface Outcome {
   /** `OK`, the error code, `ABORTED` or `TIMEOUT`. */

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Deferred, Effect, Fiber, Metric, Option, Schema, Tracer } from "effect"
+import { Deferred, Effect, Fiber, Metric, Option, Redacted, Schema, Tracer } from "effect"
 import type { Connection } from "../../src/call/Connection.js"
 import * as CallClient from "../../src/layers/Client.js"
 import * as Metrics from "../../src/observability/Metrics.js"
@@ -141,6 +141,12 @@ const inner = Operation.query({
         onSome: (s) => ({ traceId: s.traceId, spanId: s.spanId, tag: s._tag, tracestate: Tracing.tracestateOf(s) ?? null })
       }))
 })
+const echo = Operation.query({
+  name: "trace/echo",
+  input: Schema.Unknown,
+  output: Schema.Unknown,
+  handler: (input) => Effect.succeed(input)
+})
 const outer = Operation.query({
   name: "trace/outer",
   input: Schema.Unknown,
@@ -168,6 +174,28 @@ describe("spans and metrics of one connection", () => {
       expect(child.kind).toBe(INTERNAL)
       expect(parentOf(child)).toBe(parent.spanContext().spanId)
       expect(child.spanContext().traceId).toBe(parent.spanContext().traceId)
+    }).pipe(Effect.provide(layer), Effect.scoped)
+  })
+
+  it.live("a served span names its caller and the bytes in and out, and never carries the token", () => {
+    const { exporter, layer } = recording()
+    const token = "alk_T0ke-n-that-must-not-leak"
+    return Effect.gen(function*() {
+      const pair = yield* CallHarness.makePair([echo, inner], {
+        server: {
+          resolveToken: (t) => Effect.succeed(Redacted.value(t) === token ? CallHarness.who("alk_T0ke") : Option.none())
+        },
+        client: { authToken: Redacted.make(token) }
+      })
+      expect(yield* pair.client.call("trace/echo", { hello: "world" })).toEqual({ hello: "world" })
+      const span = yield* finished(exporter, (s) => s.name === "trace/echo" && s.kind === SERVER)
+      expect(span.attributes["alknet.caller"]).toBe("alk_T0ke")
+      expect(span.attributes["alknet.request.bytes"]).toBe(Buffer.byteLength(JSON.stringify({ hello: "world" })))
+      expect(span.attributes["alknet.response.bytes"]).toBe(Buffer.byteLength(JSON.stringify({ hello: "world" })))
+      for (const recorded of exporter.getFinishedSpans()) {
+        const { attributes, events, name, status } = recorded
+        expect(JSON.stringify({ attributes, events, name, status })).not.toContain("n-that-must-not-leak")
+      }
     }).pipe(Effect.provide(layer), Effect.scoped)
   })
 
