@@ -110,7 +110,12 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
     const credentials = options.identity === undefined ? undefined : yield* TlsIdentity.load(options.identity)
     const drainTimeout = options.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT
     const server = make(credentials)
-    server.on("request", options.onRequest)
+    let closing = false
+    server.on("request", (request, response) => {
+      // Draining: answer, then close the connection.
+      if (closing) response.setHeader("connection", "close")
+      options.onRequest(request, response)
+    })
     server.on("upgrade", (_request, socket) =>
       refuseUpgrade(socket, { status: 404, message: "not found: this listener serves HTTP only, no WebSocket" }))
     const address = yield* Effect.acquireRelease(
@@ -118,9 +123,16 @@ export const listen = (options: ListenOptions): Effect.Effect<Listener, Endpoint
       () =>
         // Interruptible inside the finalizer, so that the drain timeout can win.
         Effect.interruptible(Effect.async<void>((resume) => {
-          // Stop accepting; idle keep-alive connections go now, busy ones when their request is answered.
-          server.close(() => resume(Effect.void))
+          // Stop accepting; idle keep-alive connections go now, busy ones as soon as their request is answered (a
+          // keep-alive connection would otherwise hold the close until it idles out).
+          closing = true
+          const sweep = setInterval(() => server.closeIdleConnections(), 20)
+          server.close(() => {
+            clearInterval(sweep)
+            resume(Effect.void)
+          })
           server.closeIdleConnections()
+          return Effect.sync(() => clearInterval(sweep))
         })).pipe(
           Effect.timeout(drainTimeout),
           Effect.ignore,

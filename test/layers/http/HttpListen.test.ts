@@ -4,8 +4,9 @@
  * only (an upgrade is 404) and sits beside the WebSocket listener, which keeps the call protocol and its own gateway.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Redacted, Schema } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Redacted, Schema, Scope } from "effect"
 import * as Https from "node:https"
+import * as Net from "node:net"
 import * as Tls from "node:tls"
 import { WebSocket as RawWebSocket } from "ws"
 import * as CallClient from "../../../src/layers/Client.js"
@@ -22,6 +23,17 @@ const hello = Operation.query({
   access: { requiredScopes: ["demo"] },
   handler: ({ name }) => Effect.succeed(`hello, ${name}`)
 })
+
+/** Whether a TCP connection to 127.0.0.1:port is refused (the listener no longer accepts). */
+const refused = (port: number) =>
+  Effect.async<boolean>((resume) => {
+    const socket = Net.connect(port, "127.0.0.1")
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", () => resume(Effect.succeed(true)))
+  })
 
 /** The status of a raw WebSocket upgrade to `url` (`101` when it opened). */
 const upgradeStatus = (url: string) =>
@@ -110,4 +122,34 @@ describe("the HTTP gateway on its own listener", () => {
       const node = yield* Node.Node
       expect(node.transports.map((t) => t.kind)).toEqual(["quic"])
     }).pipe(Effect.provide(Node.layerMemory())))
+})
+
+describe("closing the HTTP listener", () => {
+  it.live("stops accepting, lets a request in flight finish (drain), then closes", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const slow = Operation.query({
+        name: "demo/slow",
+        input: Schema.Unknown,
+        output: Schema.String,
+        handler: () => Effect.zipRight(Deferred.succeed(started, undefined), Effect.as(Deferred.await(release), "done"))
+      })
+      const scope = yield* Scope.make()
+      const node = yield* Layer.buildWithScope(
+        Node.layerMemory({ operations: [slow], config: { http_listen: "127.0.0.1:0", http_tls: false, drain_timeout_ms: 60_000 } }),
+        scope
+      ).pipe(Effect.map(Context.get(Node.Node)))
+      const url = node.transports.find((t) => t.kind === "http")!.address
+      const inFlight = yield* Effect.fork(post(`${url}/call/demo/slow`, {}))
+      yield* Deferred.await(started)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      // The listener stops accepting first: wait until a new connection is refused.
+      const port = Number(new URL(url).port)
+      yield* Effect.repeat(refused(port), { until: (yes) => yes })
+      // The call in flight still gets its answer, then the node finishes closing.
+      yield* Deferred.succeed(release, undefined)
+      expect(yield* Fiber.join(inFlight)).toMatchObject({ status: 200, body: { output: "done" } })
+      yield* Fiber.join(closing)
+    }))
 })
