@@ -1,7 +1,7 @@
 /**
  * `alknet status --home DIR`: ask the node running from a home how it is, by calling its `node/info` (presenting the
  * home's own key, pinning its fingerprint). The node's own key holds `alknet:admin`, which `node/info` needs to tell
- * its uptime, transports and outbound peers. The node says where it listens in `HOME/node.run.json`, written when it
+ * its uptime, transports, outbound peers and imports. The node says where it listens in `HOME/node.run.json`, written when it
  * starts serving and removed when it stops; a run file whose pid is gone (the node was killed) says no node runs.
  */
 import * as Command from "@effect/cli/Command"
@@ -39,12 +39,21 @@ const PeerRow = Schema.Struct({
   operations: Schema.Number,
   export_as: Schema.String
 })
+const ImportRow = Schema.Struct({
+  namespace: Schema.String,
+  type: Schema.String,
+  source: Schema.String,
+  state: Schema.String,
+  operations: Schema.Number,
+  last_error: Schema.NullOr(Schema.String)
+})
 const Info = Schema.Struct({
   id: Schema.String,
   version: Schema.String,
   uptime_ms: Schema.Number,
   transports: Schema.Array(Schema.Struct({ kind: Schema.String, address: Schema.String })),
   peers: Schema.Array(PeerRow),
+  imports: Schema.optionalWith(Schema.Array(ImportRow), { default: () => [] }),
   store: Schema.optional(Schema.Struct({
     type: Schema.String,
     target: Schema.String,
@@ -111,6 +120,12 @@ export const command = Command.make(
         const { last_error, state, target, type } = info.store
         yield* Io.out(`store ${type} ${target} ${state}${last_error === null ? "" : ` (${last_error})`}`)
       }
+      if (info.imports.length > 0) {
+        yield* Io.table(
+          ["IMPORT", "TYPE", "SOURCE", "STATE", "OPERATIONS", "LAST ERROR"],
+          info.imports.map((i) => [i.namespace, i.type, i.source, i.state, String(i.operations), i.last_error ?? "-"])
+        )
+      }
       if (info.peers.length === 0) return yield* Io.out("no outbound peers")
       yield* Io.table(
         ["PEER", "ADDRESS", "STATE", "OPERATIONS", "EXPORT", "LAST ERROR"],
@@ -129,4 +144,4 @@ export const command = Command.make(
         })
       )
     }).pipe(Effect.scoped)
-).pipe(Command.withDescription("Show the running node of a home: where it listens, its store, its outbound peers and their state."))
+).pipe(Command.withDescription("Show the running node of a home: where it listens, its store, its imports, its outbound peers and their state."))

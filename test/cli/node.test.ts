@@ -7,7 +7,15 @@
  */
 import { expect, layer } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
 import * as Cli from "./cli.js"
+
+const PETS = {
+  openapi: "3.1.0",
+  info: { title: "pets", version: "1" },
+  paths: { "/pets": { get: { operationId: "list", responses: { "200": { description: "the pets" } } } } }
+}
 
 class Shared extends Context.Tag("test/cli/Shared")<Shared, {
   readonly node: Cli.CliNode
@@ -21,8 +29,12 @@ const SharedLive = Layer.scoped(
     const [a, b] = yield* Effect.all([Cli.initHomeInProcess(dir, "a", "--words", "12"), Cli.initHomeInProcess(dir, "b")], {
       concurrency: "unbounded"
     })
-    // Room for the drain test on a loaded machine.
-    yield* Cli.writeConfig(a.home, { drain_timeout_ms: 15000 })
+    // Room for the drain test on a loaded machine; an import from a file beside the config (a relative path).
+    yield* Effect.promise(() => fs.writeFile(path.join(a.home, "pets.json"), JSON.stringify(PETS)))
+    yield* Cli.writeConfig(a.home, {
+      drain_timeout_ms: 15000,
+      imports: [{ type: "openapi", namespace: "pets", file: "pets.json", base_url: "http://127.0.0.1:1" }]
+    })
     const node = yield* Cli.startNode(a.home, ["--ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--http-plain", "--demo"])
     expect(node.fingerprint).toBe(a.fingerprint)
     return { node, peer: b }
@@ -219,6 +231,18 @@ layer(SharedLive, { excludeTestServices: true, timeout: "5 minutes" })("alknet n
           .then(async (r) => ({ status: r.status, body: await r.json() as any }))
       )
       expect(answer).toMatchObject({ status: 200, body: { result: "ok", output: { echo: { text: "over http" } } } })
+    }))
+
+  it.effect("status shows the config's imports (a file beside the config, imported as Internal operations)", () =>
+    Effect.gen(function*() {
+      const { node } = yield* Shared
+      // The node loads its imports once it runs: ask until it has (a condition, not a clock).
+      const status = yield* Cli.runInProcess(["status", "--home", node.home]).pipe(
+        Effect.repeat({ until: (result) => result.code !== 0 || !/\simporting\s/.test(result.stdout) })
+      )
+      expect(status.code, status.stderr).toBe(0)
+      expect(status.stdout).toMatch(/^IMPORT\s+TYPE\s+SOURCE\s+STATE\s+OPERATIONS\s+LAST ERROR$/m)
+      expect(status.stdout).toMatch(new RegExp(`^pets\\s+openapi\\s+${path.join(node.home, "pets.json").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\s+imported\\s+1\\s+-$`, "m"))
     }))
 
   it.effect("openapi prints the 3.1 document of what the caller may call, typed per operation", () =>
