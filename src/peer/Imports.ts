@@ -17,7 +17,7 @@
  *   config (an edit of the file, or SIGHUP: `changes` emits the entries again); an attached, unchanged import is left
  *   alone.
  */
-import { Duration, Effect, Exit, Option, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
+import { Duration, Effect, Exit, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
 import * as fs from "node:fs/promises"
 import * as AdapterError from "../errors/AdapterError.js"
 import type { Import, ImportAccess, ImportAuth } from "../schema/Config.js"
@@ -164,10 +164,7 @@ export const make = (
     const publish = Effect.suspend(() => SubscriptionRef.set(status, statusNow()))
 
     const secretOf = (name: string): Effect.Effect<Redacted.Redacted<string>, AdapterError.AdapterError> =>
-      Effect.flatMap(store.get(name), (blob) =>
-        Option.isNone(blob)
-          ? Effect.fail(AdapterError.make("Credential", `credential ${name} not found`))
-          : Effect.mapError(vault.decrypt(blob.value), (e) => AdapterError.make("Credential", `credential ${name}: ${e.message}`)))
+      Effect.mapError(CredentialStore.decrypted(store, vault, name), (e) => AdapterError.make("Credential", e.message))
 
     /** Load an import's registrations; what it opens (an MCP session) lives in the scope. */
     const load = (entry: Import): Effect.Effect<ReadonlyArray<Operation.HandlerRegistration>, AdapterError.AdapterError, Scope.Scope> =>

@@ -104,10 +104,7 @@ export const make = (
     const lock = yield* Effect.makeSemaphore(1)
 
     const token = (provider: string): Effect.Effect<Redacted.Redacted<string>, string> =>
-      Effect.flatMap(store.get(provider), (blob) =>
-        Option.isNone(blob)
-          ? Effect.fail(`credential ${provider} not found`)
-          : Effect.mapError(vault.decrypt(blob.value), (e) => `credential ${provider}: ${e.message}`))
+      Effect.mapError(CredentialStore.decrypted(store, vault, provider), (e) => e.message)
 
     const start = (entry: OutboundPeer): Effect.Effect<Running> =>
       Effect.gen(function*() {

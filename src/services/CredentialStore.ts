@@ -5,7 +5,8 @@
  * Backends: {@link layerMemory} (here), SQLite (`layers/sqlite`) and PostgreSQL (`layers/pg`), each sharing the
  * identity store's database.
  */
-import { Context, Effect, Either, Layer, Option, Schema } from "effect"
+import { Context, Data, Effect, Either, Layer, Option, Schema } from "effect"
+import type { Redacted } from "effect"
 import { notFound, StoreError } from "../errors/StoreError.js"
 import { formatError } from "../schema/Config.js"
 import { EncryptedData } from "../schema/EncryptedData.js"
@@ -22,6 +23,26 @@ export interface Service {
 }
 
 export class CredentialStore extends Context.Tag("alknet/CredentialStore")<CredentialStore, Service>() {}
+
+/** A stored credential that cannot be used: there is none by that name, or it does not decrypt (`message` says which). */
+export class CredentialUnavailable extends Data.TaggedError("CredentialUnavailable")<{
+  readonly provider: string
+  readonly message: string
+}> {}
+
+/**
+ * The value of the credential `provider`, decrypted by `vault` (the store itself never decrypts): what a node sends
+ * an outbound peer or an imported API. Fails `credential NAME not found` or `credential NAME: <why it does not decrypt>`.
+ */
+export const decrypted = (
+  store: Service,
+  vault: { readonly decrypt: (blob: EncryptedData) => Effect.Effect<Redacted.Redacted<string>, { readonly message: string }> },
+  provider: string
+): Effect.Effect<Redacted.Redacted<string>, CredentialUnavailable> =>
+  Effect.flatMap(store.get(provider), (blob) =>
+    Option.isNone(blob)
+      ? Effect.fail(new CredentialUnavailable({ provider, message: `credential ${provider} not found` }))
+      : Effect.mapError(vault.decrypt(blob.value), (e) => new CredentialUnavailable({ provider, message: `credential ${provider}: ${e.message}` })))
 
 /** Check a provider name and blob before they reach storage. */
 export const validate = (provider: string, data: EncryptedData): Either.Either<EncryptedData, StoreError> =>
