@@ -17,7 +17,7 @@
  *   config (an edit of the file, or SIGHUP: `changes` emits the entries again); an attached, unchanged import is left
  *   alone.
  */
-import { Duration, Effect, Exit, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
+import { Duration, Effect, ExecutionStrategy, Exit, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
 import * as fs from "node:fs/promises"
 import * as AdapterError from "../errors/AdapterError.js"
 import type { Import, ImportAccess, ImportAuth } from "../schema/Config.js"
@@ -146,6 +146,9 @@ export const make = (
     const errors = new Map<string, string>()
     let entries: ReadonlyArray<Import> = []
     const lock = yield* Effect.makeSemaphore(1)
+    // Each import's scope is a child of this one: whatever happens to an attempt (even an interruption mid-load), what
+    // it opened is closed with the node at the latest.
+    const root = yield* Effect.scope
 
     const statusNow = (): ReadonlyArray<ImportInfo> =>
       entries.map((entry): ImportInfo => {
@@ -196,7 +199,7 @@ export const make = (
     /** Load and attach one import; on failure the previous version (if any) stays. */
     const attach = (entry: Import) =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
+        const scope = yield* Scope.fork(root, ExecutionStrategy.sequential)
         const exit = yield* Effect.exit(Scope.extend(
           Effect.flatMap(load(entry), (registrations) =>
             Effect.as(graph.add(entry.namespace, registrations, { slot: SLOT }), registrations.length)),

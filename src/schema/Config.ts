@@ -258,7 +258,9 @@ const HttpUrl = Schema.String.pipe(
   Schema.filter((text) => {
     try {
       const url = new URL(text)
-      return url.protocol === "http:" || url.protocol === "https:" || "expected an http:// or https:// URL"
+      if (url.protocol !== "http:" && url.protocol !== "https:") return "expected an http:// or https:// URL"
+      return url.username === "" && url.password === "" ||
+        "the URL holds credentials: keep the secret in the node's credential store and name it in credential"
     } catch {
       return "expected an http:// or https:// URL"
     }
