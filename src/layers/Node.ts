@@ -51,6 +51,10 @@
  * A call routed to a peer that is away fails at once with INTERNAL `peer PEER_ID is not connected`. `node/info`
  * reports each outbound peer's state; `services/list-peers` is served when the config says `list_peers: true`.
  *
+ * The config's `imports` (REST APIs by their OpenAPI documents, MCP servers' tools; `peer/Imports.ts`) are peers of the
+ * graph too, named by their namespaces: attached at start and kept in step with the live config; `node/info` reports
+ * each one's state to an admin.
+ *
  * With an `ssh` object in the config the node also serves SSH (`alknet/ssh`, see `ssh/SshServer.ts`) on its QUIC
  * endpoint (`layerQuic` registers `node.protocols`): host key from the vault, client keys resolved like callers'.
  */
