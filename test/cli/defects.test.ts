@@ -9,9 +9,11 @@ import { Effect, Fiber } from "effect"
 import { spawn } from "node:child_process"
 import * as dgram from "node:dgram"
 import * as fs from "node:fs/promises"
+import * as Http from "node:http"
 import * as path from "node:path"
 import * as Io from "../../src/cli/io.js"
 import * as Program from "../../src/cli/program.js"
+import { listen } from "../shared/http.js"
 import * as Cli from "./cli.js"
 
 const { errorLines, lastLine } = Cli
@@ -288,6 +290,15 @@ describe("alknet against a node (in-process)", () => {
       )
       // Its lock went with it: the home is free.
       expect(yield* Effect.promise(() => fs.access(path.join(b.home, "node.lock")).then(() => true, () => false))).toBe(false)
+
+      // The same for the gateway's own TCP port.
+      const tcpPort = yield* Effect.map(listen(Http.createServer()), (url) => new URL(url).port)
+      const httpInUse = yield* Cli.runInProcess(["node", "--home", b.home, "--listen", "127.0.0.1:0", "--http-listen", `127.0.0.1:${tcpPort}`])
+      expectOneLine(
+        httpInUse,
+        12,
+        new RegExp(`^alknet: cannot listen on http://127\\.0\\.0\\.1:${tcpPort}: the TCP port is in use .*; choose another with --http-listen$`)
+      )
     }), { timeout: 120_000 })
 
   it.scopedLive("a head says when a peer connects, is lost and comes back; status shows no stale error", () =>
