@@ -1,4 +1,6 @@
 /**
+ * (Live clock: closing a WebSocket listener lets open connections drain on real time.)
+ *
  * The call-protocol WebSocket lives at `/alknet/call`: an upgrade to any other path is answered 404 before the upgrade
  * (and the listener keeps serving); the client dials the path itself when an address has none (`ws://HOST:PORT`, as
  * peers and the CLI write it), and dials an address with the path as written.
@@ -47,7 +49,7 @@ const listener = Effect.gen(function*() {
 })
 
 describe("the call-protocol WebSocket path", () => {
-  it.scoped("an upgrade to another path is 404 before the upgrade; the listener keeps serving", () =>
+  it.live("an upgrade to another path is 404 before the upgrade; the listener keeps serving", () =>
     Effect.gen(function*() {
       const ws = yield* listener
       expect(ws.url).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/)
@@ -61,9 +63,9 @@ describe("the call-protocol WebSocket path", () => {
       // The right path (a query string does not matter) opens.
       expect(yield* rawUpgrade(`${ws.url}${WebSocket.CALL_PATH}`)).toBe("opened")
       expect(yield* rawUpgrade(`${ws.url}${WebSocket.CALL_PATH}?v=1`)).toBe("opened")
-    }))
+    }).pipe(Effect.scoped))
 
-  it.scoped("the client appends /alknet/call to an address without a path, and keeps one that has it", () =>
+  it.live("the client appends /alknet/call to an address without a path, and keeps one that has it", () =>
     Effect.gen(function*() {
       const ws = yield* listener
       // `ws://HOST:PORT`, as peer configs and the CLI write it: the only way it can open is at /alknet/call.
@@ -76,5 +78,5 @@ describe("the call-protocol WebSocket path", () => {
       // Another path is dialed as written (a reverse proxy's), so this server refuses it.
       const elsewhere = yield* Effect.flip(WebSocket.connect(`${ws.url}/somewhere`))
       expect(elsewhere.message).toContain("HTTP 404")
-    }))
+    }).pipe(Effect.scoped))
 })
