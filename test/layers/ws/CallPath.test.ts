@@ -1,9 +1,8 @@
 /**
- * (Live clock: closing a WebSocket listener lets open connections drain on real time.)
- *
  * The call-protocol WebSocket lives at `/alknet/call`: an upgrade to any other path is answered 404 before the upgrade
  * (and the listener keeps serving); the client dials the path itself when an address has none (`ws://HOST:PORT`, as
- * peers and the CLI write it), and dials an address with the path as written.
+ * peers and the CLI write it), and dials an address with the path as written. (Live clock: closing a WebSocket
+ * listener lets open connections drain on real time.)
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
