@@ -215,8 +215,6 @@ export interface Options<E = never, R = never> extends CoreOptions {
   readonly http?: HttpOptions
 }
 
-const hostForUrl = (host: string) => (host.includes(":") ? `[${host}]` : host)
-
 // ---------------------------------------------------------------------------------------------------------------
 // Built-in operations
 
@@ -502,7 +500,7 @@ export const layerQuic = (
     }).pipe(Effect.mapError(fail("Listen")))
     yield* node.addTransport({
       kind: "quic",
-      address: `quic://${hostForUrl(endpoint.address.host)}:${endpoint.address.port}`
+      address: `quic://${HttpServer.hostForUrl(endpoint.address.host)}:${endpoint.address.port}`
     })
   }))
 
