@@ -17,7 +17,7 @@
  *   config (an edit of the file, or SIGHUP: `changes` emits the entries again); an attached, unchanged import is left
  *   alone.
  */
-import { Duration, Effect, ExecutionStrategy, Exit, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
+import { Cause, Duration, Effect, ExecutionStrategy, Exit, Option, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
 import * as fs from "node:fs/promises"
 import * as AdapterError from "../errors/AdapterError.js"
 import type { Import, ImportAccess, ImportAuth } from "../schema/Config.js"
@@ -214,7 +214,10 @@ export const make = (
           yield* Effect.logInfo(`import ${entry.namespace}: ${exit.value} operations from ${sourceOf(entry)}`)
         } else {
           yield* Scope.close(scope, exit)
-          const message = exit.cause._tag === "Fail" ? exit.cause.error.message : "interrupted or failed unexpectedly"
+          const message = Option.match(Cause.failureOption(exit.cause), {
+            onNone: () => "interrupted or failed unexpectedly",
+            onSome: (error) => error.message
+          })
           errors.set(entry.namespace, message)
           yield* Effect.logError(
             `import ${entry.namespace} (${entry.type} ${sourceOf(entry)}) failed${
