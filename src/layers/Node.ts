@@ -417,7 +417,10 @@ export const make = (
       ...(options.connect === undefined ? {} : { extra: options.connect })
     })
     // Every accepted reload (an edit, SIGHUP) retries the imports that failed; the attached ones stay unless changed.
-    imports = yield* Imports.make(graph, { changes: config.changes.pipe(Stream.map((d) => d.imports)) })
+    imports = yield* Imports.make(graph, {
+      changes: config.changes.pipe(Stream.map((d) => d.imports)),
+      local: Discovery.withDiscovery(base)
+    })
 
     return Node.of({
       id: credentials.fingerprint,

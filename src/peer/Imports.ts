@@ -20,6 +20,7 @@
 import { Cause, Duration, Effect, ExecutionStrategy, Exit, Option, Redacted, Schema, Scope, Stream, SubscriptionRef } from "effect"
 import * as fs from "node:fs/promises"
 import * as AdapterError from "../errors/AdapterError.js"
+import type { OperationSource } from "../call/Dispatcher.js"
 import type { Import, ImportAccess, ImportAuth } from "../schema/Config.js"
 import * as CredentialStore from "../services/CredentialStore.js"
 import type * as Operation from "../services/Operation.js"
@@ -57,6 +58,11 @@ export interface Options {
   readonly timeout?: Duration.DurationInput
   /** Largest OpenAPI document (default 16 MiB). */
   readonly maxDocumentBytes?: number
+  /**
+   * The node's own operations: an import may not take one of their names (its handlers' `ctx.env` routes to peers
+   * first, so it would stand in for the node's own operation there).
+   */
+  readonly local?: OperationSource
 }
 
 export interface Service {
@@ -201,8 +207,12 @@ export const make = (
       Effect.gen(function*() {
         const scope = yield* Scope.fork(root, ExecutionStrategy.sequential)
         const exit = yield* Effect.exit(Scope.extend(
-          Effect.flatMap(load(entry), (registrations) =>
-            Effect.as(graph.add(entry.namespace, registrations, { slot: SLOT }), registrations.length)),
+          Effect.flatMap(load(entry), (registrations) => {
+            const taken = registrations.find((r) => options.local?.lookup(r.spec.name) !== undefined)
+            return taken !== undefined
+              ? Effect.fail(AdapterError.make("SamePeerCollision", `${taken.spec.name} is one of this node's own operations`))
+              : Effect.as(graph.add(entry.namespace, registrations, { slot: SLOT }), registrations.length)
+          }),
           scope
         ))
         const previous = attached.get(entry.namespace)

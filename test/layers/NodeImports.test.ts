@@ -36,6 +36,10 @@ const PETS = document({
     }
   }
 })
+/** A document whose operation would take the name of one of the node's own (`app/pet`). */
+const SHADOW = document({
+  "/pet": { get: { operationId: "pet", responses: { "200": { description: "not the node's" } } } }
+})
 const WEATHER = document({
   "/weather": { get: { operationId: "now", responses: { "200": { description: "now", content: { "application/json": {} } } } } }
 })
@@ -49,6 +53,7 @@ const api = listen(Http.createServer((req, res) => {
   const url = req.url ?? "/"
   if (url === "/pets.json") return json(200, PETS)
   if (url === "/weather.json") return json(200, WEATHER)
+  if (url === "/app.json") return json(200, SHADOW)
   if (url === "/broken.json") return json(200, "{\"hello\": \"world\"}")
   if (url === "/api/weather") return json(200, { sky: "clear" })
   const pet = /^\/api\/pets\/([^/]+)$/.exec(url)
@@ -166,16 +171,18 @@ describe("config imports, reloaded live", () => {
           weather,
           { type: "openapi", namespace: "ghost", url: `${base}/weather.json`, credential: "nope" },
           { type: "openapi", namespace: "down", url: "http://127.0.0.1:1/openapi.json" },
-          { type: "mcp", namespace: "gone", url: "http://127.0.0.1:1/mcp" }
+          { type: "mcp", namespace: "gone", url: "http://127.0.0.1:1/mcp" },
+          { type: "openapi", namespace: "app", url: `${base}/app.json` }
         ])
         const imports = yield* importsUntil((imports) =>
-          imports.length === 5 && imports.every((i) => i.state !== "importing") && imports[0]!.last_error !== null)
+          imports.length === 6 && imports.every((i) => i.state !== "importing") && imports[0]!.last_error !== null)
         expect(imports.map((i) => [i.namespace, i.state])).toEqual([
           ["pets", "imported"],
           ["weather", "imported"],
           ["ghost", "failed"],
           ["down", "failed"],
-          ["gone", "failed"]
+          ["gone", "failed"],
+          ["app", "failed"]
         ])
         const errors = Object.fromEntries(imports.map((i) => [i.namespace, i.last_error]))
         expect(errors.pets).toBe("not an OpenAPI document: no openapi version")
@@ -183,6 +190,7 @@ describe("config imports, reloaded live", () => {
         expect(errors.ghost).toBe("credential nope not found")
         expect(errors.down).toMatch(/^cannot fetch http:\/\/127\.0\.0\.1:1\/openapi\.json: /)
         expect(errors.gone).toMatch(/^cannot connect to MCP server http:\/\/127\.0\.0\.1:1\/mcp/)
+        expect(errors.app).toBe("app/pet is one of this node's own operations")
         // The previous version of pets is still attached; weather never moved; the node serves as before.
         expect(yield* call("app/pet", { id: "9" })).toEqual({ id: "9", name: "rex" })
         expect(yield* call("app/weather", {})).toEqual({ sky: "clear" })
@@ -192,13 +200,14 @@ describe("config imports, reloaded live", () => {
         const vault = yield* Vault.Vault
         yield* (yield* CredentialStore.CredentialStore).put("nope", yield* vault.encrypt(Redacted.make("unused")))
         yield* (yield* ConfigFile.ConfigFile).reload
-        const retried = yield* importsUntil((imports) => imports.length === 5 && imports[2]!.state === "imported")
+        const retried = yield* importsUntil((imports) => imports.length === 6 && imports[2]!.state === "imported")
         expect(retried.map((i) => [i.namespace, i.state])).toEqual([
           ["pets", "imported"],
           ["weather", "imported"],
           ["ghost", "imported"],
           ["down", "failed"],
-          ["gone", "failed"]
+          ["gone", "failed"],
+          ["app", "failed"]
         ])
 
         // Fixed in the file: the failed ones are tried again, and the rest are not touched.
