@@ -55,6 +55,10 @@ class StreamChannel implements Channel {
   done = false
   /** The peer finished its side (or the stream failed): nothing more to read. */
   readEnded = false
+  /** Our writing side is finished (FIN sent or sending). */
+  writeEnded = false
+  /** An outgoing channel's request: `writing` until the transport took all of it, then `sent` (or `failed`). */
+  request: "none" | "writing" | "sent" | "failed" = "none"
   /** When the engine closed it while the peer had not finished yet. */
   closedAt = 0
 
@@ -63,17 +67,41 @@ class StreamChannel implements Channel {
     private readonly fork: Fork,
     private readonly maxFrameBytes: number,
     private readonly lingering: LingerSet,
-    private readonly now: () => number
+    private readonly now: () => number,
+    /** Set on channels we opened: opens another one (for an envelope sent after the request's FIN). */
+    private readonly reopen: Effect.Effect<StreamChannel, TransportError.TransportError> | undefined
   ) {}
 
   write = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
+    if (this.reopen !== undefined && this.request !== "none") return this.writeAfterRequest(envelopes)
     let bytes: Uint8Array
     try {
       bytes = encodeFrames(envelopes, this.maxFrameBytes)
     } catch (e) {
       return Effect.fail(TransportError.invalidFrame(e))
     }
-    return this.stream.write(bytes)
+    if (this.reopen === undefined) return this.stream.write(bytes)
+    // A caller writes one request per stream and nothing after it but an abort: its FIN leaves with the request (one
+    // datagram, and the callee's stream is complete as soon as it has answered).
+    this.request = "writing"
+    this.writeEnded = true
+    return Effect.onExit(Effect.zipRight(this.stream.write(bytes), this.stream.end), (exit) =>
+      Effect.sync(() => {
+        this.request = exit._tag === "Success" ? "sent" : "failed"
+      }))
+  }
+
+  /**
+   * What a caller sends after its request (`call.aborted`) cannot follow the FIN: it goes on a new stream (SPEC §4:
+   * correlation is by id). A request that did not leave whole (still waiting for window, or cut off) is abandoned
+   * instead: the stream is reset, which the callee treats as an abort of what came on it.
+   */
+  private writeAfterRequest(envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> {
+    if (this.request !== "sent") {
+      this.reset()
+      return Effect.void
+    }
+    return Effect.flatMap(this.reopen!, (channel) => channel.write(envelopes))
   }
 
   post = (envelopes: ReadonlyArray<EventEnvelope>): void => {
@@ -83,10 +111,14 @@ class StreamChannel implements Channel {
   close = (): void => {
     if (this.done) return
     this.done = true
-    // FIN our side. The peer's FIN normally follows at once (it finishes when it has our answer, or has just sent its
-    // own): the read loop takes it and the stream is complete without a STOP_SENDING. Nothing waits for it: the call
-    // is already done, and a stream whose FIN does not come within LINGER_MS is reset by the sweep.
-    this.fork(this.stream.end)
+    // FIN our side (a caller's went with its request). The peer's FIN normally follows at once (it finishes when it
+    // has our answer, or has just sent its own): the read loop takes it and the stream is complete without a
+    // STOP_SENDING. Nothing waits for it: the call is already done, and a stream whose FIN does not come within
+    // LINGER_MS is reset by the sweep.
+    if (!this.writeEnded) {
+      this.writeEnded = true
+      this.fork(this.stream.end)
+    }
     if (!this.readEnded) {
       this.closedAt = this.now()
       this.lingering.add(this)
@@ -96,6 +128,7 @@ class StreamChannel implements Channel {
   reset = (): void => {
     if (this.done && !this.lingering.has(this)) return
     this.done = true
+    this.writeEnded = true
     this.lingering.delete(this)
     this.fork(this.stream.reset)
   }
@@ -175,11 +208,17 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
     fork(Effect.zipRight(Effect.sleep(Duration.millis(LINGER_MS / 2)), sweep))
   })
 
-  const start = (stream: BidiStream): StreamChannel => {
-    const channel = new StreamChannel(stream, fork!, maxFrameBytes, lingering, now)
+  const start = (stream: BidiStream, reopen: typeof open | undefined): StreamChannel => {
+    const channel = new StreamChannel(stream, fork!, maxFrameBytes, lingering, now, reopen)
     fork!(read(channel))
     return channel
   }
+  const startOutgoing = (stream: BidiStream) => start(stream, open)
+  const open: Effect.Effect<StreamChannel, TransportError.TransportError> = Effect.suspend(() =>
+    fork === undefined
+      ? Effect.zipRight(Deferred.await(running), Effect.map(connection.openBidi, startOutgoing))
+      : Effect.map(connection.openBidi, startOutgoing)
+  )
 
   return {
     perCall: true,
@@ -192,17 +231,13 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
         const accept: Effect.Effect<void> = Effect.matchEffect(connection.acceptBidi, {
           onFailure: () => Effect.void,
           onSuccess: (stream) => {
-            start(stream)
+            start(stream, undefined)
             return accept
           }
         })
         yield* accept
       })),
-    open: Effect.suspend(() =>
-      fork === undefined
-        ? Effect.zipRight(Deferred.await(running), Effect.map(connection.openBidi, start))
-        : Effect.map(connection.openBidi, start)
-    ),
+    open,
     close: connection.close()
   }
 }
