@@ -11,6 +11,7 @@ import * as Keys from "../src/layers/ssh/Keys.js"
 import * as SshClient from "../src/layers/ssh/SshClient.js"
 import * as SshServer from "../src/layers/ssh/SshServer.js"
 import * as Tls from "../src/services/Tls.js"
+import * as Endpoint from "../src/services/Endpoint.js"
 
 const quick = process.argv.includes("--quick")
 const scale = (n: number) => (quick ? Math.max(1, Math.floor(n / 5)) : n)
@@ -116,28 +117,25 @@ const wrapSocket = (socket: net.Socket): Parameters<typeof SshClient.open>[0] =>
     openBidi: Effect.suspend(() => {
       if (taken) return notSupported
       taken = true
+      const tryRead = () => {
+        const chunk = socket.read() as Buffer | null
+        if (chunk !== null) return new Uint8Array(chunk)
+        return socket.readableEnded ? null : undefined
+      }
+      const onReadable = (wake: () => void) => {
+        const once = () => {
+          socket.off("readable", once)
+          socket.off("end", once)
+          wake()
+        }
+        socket.on("readable", once)
+        socket.on("end", once)
+      }
       return Effect.succeed({
         id: 0,
-        read: Effect.async((resume) => {
-          const chunk = socket.read() as Buffer | null
-          if (chunk !== null) return resume(Effect.succeed(Option.some(new Uint8Array(chunk))))
-          if (socket.readableEnded) return resume(Effect.succeed(Option.none()))
-          const onReadable = () => {
-            cleanup()
-            const next = socket.read() as Buffer | null
-            resume(Effect.succeed(next === null ? Option.none() : Option.some(new Uint8Array(next))))
-          }
-          const onEnd = () => {
-            cleanup()
-            resume(Effect.succeed(Option.none()))
-          }
-          const cleanup = () => {
-            socket.off("readable", onReadable)
-            socket.off("end", onEnd)
-          }
-          socket.once("readable", onReadable)
-          socket.once("end", onEnd)
-        }),
+        tryRead,
+        onReadable,
+        read: Endpoint.readOf(tryRead, onReadable),
         readable: notSupported as never,
         write: (chunk) => Effect.async((resume) => void socket.write(chunk, () => resume(Effect.void))),
         end: Effect.sync(() => void socket.end()),

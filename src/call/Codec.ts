@@ -110,6 +110,33 @@ export const encodeFrame = (envelope: EventEnvelope, maxBytes: number = DEFAULT_
 }
 
 /**
+ * Encode envelopes as consecutive frames in one buffer (a chunk of subscription items as one transport write): one
+ * allocation for all of them. Throws `CodecError` (then nothing is returned).
+ */
+export const encodeFrames = (envelopes: ReadonlyArray<EventEnvelope>, maxBytes: number = DEFAULT_MAX_FRAME_BYTES): Uint8Array => {
+  if (envelopes.length === 1) return encodeFrame(envelopes[0]!, maxBytes)
+  const texts: Array<string> = new Array(envelopes.length)
+  const lengths: Array<number> = new Array(envelopes.length)
+  let total = 0
+  for (let i = 0; i < envelopes.length; i++) {
+    const json = stringify(envelopes[i]!)
+    const length = Buffer.byteLength(json, "utf8")
+    if (length > maxBytes) throw tooLarge(length, maxBytes)
+    texts[i] = json
+    lengths[i] = length
+    total += 4 + length
+  }
+  const out = Buffer.allocUnsafe(total)
+  let offset = 0
+  for (let i = 0; i < texts.length; i++) {
+    out.writeUInt32BE(lengths[i]!, offset)
+    offset += 4
+    offset += out.write(texts[i]!, offset, "utf8")
+  }
+  return out
+}
+
+/**
  * Incremental frame decoder: feed it chunks at arbitrary boundaries (a frame split across 1-byte chunks, many frames
  * in one chunk) and it returns the complete envelopes. Chunks are kept as a list and joined only when a whole frame
  * is present, so many small chunks cost O(total bytes). After a `CodecError` the decoder must be discarded.

@@ -10,7 +10,7 @@
  * `makePair` runs the call transport (`StreamTransport`, exactly as over QUIC) on such a pair, and keeps the raw
  * connection at hand (`connection`) so a test can play a misbehaving peer with raw streams and bytes.
  */
-import { Deferred, Effect, Exit, Option, Stream } from "effect"
+import { Deferred, Effect, Exit, Option } from "effect"
 import type { Scope } from "effect"
 import * as TransportError from "../errors/TransportError.js"
 import type { BidiStream, ConnectionClosed, Connection } from "../services/Endpoint.js"
@@ -99,24 +99,26 @@ class BoundedChannel<A> {
     })
   }
 
-  /** Everything buffered (waiting for at least one item), or the end. */
-  take(): Effect.Effect<Array<A> | typeof END, TransportError.TransportError> {
-    return Effect.suspend(() => {
-      const now = this.poll()
-      if (now !== undefined) return now
-      return Effect.async<Array<A> | typeof END, TransportError.TransportError>((resume) => {
-        this.reader = () => {
-          const next = this.poll()
-          if (next !== undefined) {
-            this.reader = undefined
-            resume(next)
-          }
-        }
-        return Effect.sync(() => {
-          this.reader = undefined
-        })
-      })
-    })
+  /** Everything buffered, the end, or `undefined` when nothing is there yet (then `onReady`). Throws the reader's failure. */
+  takeNow(): Array<A> | typeof END | undefined {
+    if (this.readerError) throw this.readerError
+    if (this.items.length > 0) {
+      const items = this.items
+      this.items = []
+      this.used = 0
+      this.wakeWriters()
+      return items
+    }
+    return this.ended ? END : undefined
+  }
+
+  /** Call `wake` once when `takeNow` may have something (items, the end, or a failure). */
+  onReady(wake: () => void): void {
+    if (this.readerError || this.items.length > 0 || this.ended) return wake()
+    this.reader = () => {
+      this.reader = undefined
+      wake()
+    }
   }
 
   /** One item (waiting for it), or the end. */
@@ -177,19 +179,6 @@ class BoundedChannel<A> {
     return this.ended
   }
 
-  private poll(): Effect.Effect<Array<A> | typeof END, TransportError.TransportError> | undefined {
-    if (this.readerError) return Effect.fail(this.readerError)
-    if (this.items.length > 0) {
-      const items = this.items
-      this.items = []
-      this.used = 0
-      this.wakeWriters()
-      return Effect.succeed(items)
-    }
-    if (this.ended) return Effect.succeed(END)
-    return undefined
-  }
-
   private push(items: Array<A>, weight: number): void {
     for (const item of items) this.items.push(item)
     this.used += weight
@@ -214,8 +203,6 @@ let nextStreamId = 0
 class StreamEnd implements BidiStream {
   readonly id = nextStreamId++
   private released = false
-  /** Chunks taken from the pipe and not yet returned by `read`. */
-  private pending: Array<Uint8Array> = []
   /** The peer's FIN was read. */
   private sawEnd = false
 
@@ -228,26 +215,24 @@ class StreamEnd implements BidiStream {
     side.live.add(this)
   }
 
-  read: Effect.Effect<Option.Option<Uint8Array>, TransportError.TransportError> = Effect.suspend(() => {
-    const next = this.pending.shift()
-    if (next !== undefined) return Effect.succeed(Option.some(next))
-    return Effect.flatMap(this.incoming.take(), (chunks) => {
-      if (chunks === END) {
-        this.sawEnd = true
-        this.releaseIfDone()
-        return Effect.succeed(Option.none())
-      }
-      // Everything written so far, in one read (as a socket read would return it); pieces of `chunkBytes` are
-      // returned one per read only while the writer is ahead of... nothing: they are joined here.
-      return Effect.succeed(Option.some(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
-    })
-  })
+  tryRead = (): Uint8Array | null | undefined => {
+    const chunks = this.incoming.takeNow()
+    if (chunks === undefined) return undefined
+    if (chunks === END) {
+      this.sawEnd = true
+      this.releaseIfDone()
+      return null
+    }
+    // Everything written so far, in one read (as a socket read would return it).
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+  }
 
-  get readable() {
-    return Stream.repeatEffectOption(
-      Effect.flatMap(Effect.mapError(this.read, Option.some), (chunk) =>
-        Option.isSome(chunk) ? Effect.succeed(chunk.value) : Effect.fail(Option.none()))
-    )
+  onReadable = (wake: () => void): void => this.incoming.onReady(wake)
+
+  readonly read: BidiStream["read"] = Endpoint.readOf(this.tryRead, this.onReadable)
+
+  get readable(): BidiStream["readable"] {
+    return Endpoint.readableOf(this.read)
   }
 
   write = (bytes: Uint8Array): Effect.Effect<void, TransportError.TransportError> => {

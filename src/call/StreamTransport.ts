@@ -10,7 +10,7 @@
  * A stream whose bytes are not valid frames (zero or oversize length, bad UTF-8 or JSON, not an envelope, EOF inside
  * a frame) is reset and reported as ended with `InvalidFrame`; the connection and its other streams carry on.
  */
-import { Deferred, Duration, Effect, FiberId, FiberSet, Option } from "effect"
+import { Deferred, Duration, Effect, FiberId, FiberSet } from "effect"
 import type { Clock } from "effect"
 import type { Fiber } from "effect"
 import * as TransportError from "../errors/TransportError.js"
@@ -22,14 +22,6 @@ import type { CallTransport, Channel, Receiver } from "./Transport.js"
 export interface Options {
   /** Largest frame body accepted and sent, in bytes (default 64 MiB). */
   readonly maxFrameBytes?: number
-}
-
-/** Encode envelopes as consecutive frames in one buffer. Throws `CodecError`. */
-const encodeFrames = (envelopes: ReadonlyArray<EventEnvelope>, maxFrameBytes: number): Uint8Array => {
-  if (envelopes.length === 1) return Codec.encodeFrame(envelopes[0]!, maxFrameBytes)
-  const frames: Array<Uint8Array> = []
-  for (const envelope of envelopes) frames.push(Codec.encodeFrame(envelope, maxFrameBytes))
-  return Buffer.concat(frames)
 }
 
 /** The closed streams still waiting for the peer's FIN; the first one added starts the sweep. */
@@ -57,10 +49,14 @@ class StreamChannel implements Channel {
   readEnded = false
   /** Our writing side is finished (FIN sent or sending). */
   writeEnded = false
-  /** An outgoing channel's request: `writing` until the transport took all of it, then `sent` (or `failed`). */
-  request: "none" | "writing" | "sent" | "failed" = "none"
+  /** An outgoing channel's request: `writing` until the transport took all of it (and stays so if it failed). */
+  request: "none" | "writing" | "sent" = "none"
   /** When the engine closed it while the peer had not finished yet. */
   closedAt = 0
+  /** Frames split across reads. */
+  readonly decoder: Codec.FrameDecoder
+  /** Read on (set by the transport): the stream has something, or the engine may take more. */
+  wake: () => void = () => undefined
 
   constructor(
     readonly stream: BidiStream,
@@ -70,13 +66,15 @@ class StreamChannel implements Channel {
     private readonly now: () => number,
     /** Set on channels we opened: opens another one (for an envelope sent after the request's FIN). */
     private readonly reopen: Effect.Effect<StreamChannel, TransportError.TransportError> | undefined
-  ) {}
+  ) {
+    this.decoder = new Codec.FrameDecoder(maxFrameBytes)
+  }
 
   write = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
     if (this.reopen !== undefined && this.request !== "none") return this.writeAfterRequest(envelopes)
     let bytes: Uint8Array
     try {
-      bytes = encodeFrames(envelopes, this.maxFrameBytes)
+      bytes = Codec.encodeFrames(envelopes, this.maxFrameBytes)
     } catch (e) {
       return Effect.fail(TransportError.invalidFrame(e))
     }
@@ -85,11 +83,13 @@ class StreamChannel implements Channel {
     // datagram, and the callee's stream is complete as soon as it has answered).
     this.request = "writing"
     this.writeEnded = true
-    return Effect.onExit(Effect.zipRight(this.stream.write(bytes), this.stream.end), (exit) =>
-      Effect.sync(() => {
-        this.request = exit._tag === "Success" ? "sent" : "failed"
-      }))
+    return Effect.zipRight(this.stream.write(bytes), this.requestSent)
   }
+
+  private readonly requestSent = Effect.suspend(() => {
+    this.request = "sent"
+    return this.stream.end
+  })
 
   /**
    * What a caller sends after its request (`call.aborted`) cannot follow the FIN: it goes on a new stream (SPEC §4:
@@ -148,47 +148,55 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
   /** Outgoing streams need the read loops `run` sets up: `open` waits for it. */
   const running = Deferred.unsafeMake<void>(FiberId.none)
 
-  /** Read one stream until it ends, pushing its envelopes to the engine. */
-  const read = (channel: StreamChannel): Effect.Effect<void> => {
-    const decoder = new Codec.FrameDecoder(maxFrameBytes)
-    const ended = (error: TransportError.TransportError | undefined) => {
-      channel.readOver()
-      // a closed stream the peer reset instead of finishing: release our side too
-      if (channel.done) return error === undefined ? Effect.void : channel.stream.reset
-      if (error !== undefined && error.reason === "InvalidFrame") channel.reset()
-      receiver!.ended(channel, error)
-      return Effect.void
-    }
-    const loop: Effect.Effect<void> = Effect.matchEffect(channel.stream.read, {
-      onFailure: ended,
-      onSuccess: (chunk) => {
-        if (channel.done) {
-          // closed by the engine: read on (discarding) until the peer's FIN completes the stream
-          if (Option.isNone(chunk)) {
-            channel.readOver()
-            return Effect.void
-          }
-          return loop
-        }
-        let envelopes: Array<EventEnvelope>
-        try {
-          if (Option.isNone(chunk)) {
-            decoder.end()
-            return ended(undefined)
-          }
-          envelopes = decoder.push(chunk.value)
-        } catch (e) {
-          return ended(TransportError.invalidFrame(e))
-        }
-        let wait: Effect.Effect<void> | undefined
-        for (let i = 0; i < envelopes.length; i++) {
-          const paused = receiver!.receive(envelopes[i]!, channel)
-          if (paused !== undefined) wait = paused
-        }
-        return wait === undefined ? loop : Effect.zipRight(wait, loop)
+  /**
+   * Read what a stream has, now, and push its envelopes to the engine; when it has nothing, ask the stream to call
+   * again when it has (no fiber waits per stream: the reading runs where the bytes arrive, as on the WebSocket).
+   */
+  const pump = (channel: StreamChannel): void => {
+    const stream = channel.stream
+    for (;;) {
+      let chunk: Uint8Array | null | undefined
+      try {
+        chunk = stream.tryRead()
+      } catch (e) {
+        return ended(channel, e as TransportError.TransportError)
       }
-    })
-    return loop
+      if (chunk === undefined) return stream.onReadable(channel.wake)
+      if (channel.done) {
+        // closed by the engine: read on (discarding) until the peer's FIN completes the stream
+        if (chunk === null) return channel.readOver()
+        continue
+      }
+      let envelopes: Array<EventEnvelope>
+      try {
+        if (chunk === null) {
+          channel.decoder.end()
+          return ended(channel, undefined)
+        }
+        envelopes = channel.decoder.push(chunk)
+      } catch (e) {
+        return ended(channel, TransportError.invalidFrame(e))
+      }
+      let wait: Effect.Effect<void> | undefined
+      for (let i = 0; i < envelopes.length; i++) {
+        const paused = receiver!.receive(envelopes[i]!, channel)
+        if (paused !== undefined) wait = paused
+      }
+      // The engine asked to wait (a full subscription mailbox): read no more of this stream until it may go on.
+      if (wait !== undefined) return void fork!(wait).addObserver(channel.wake)
+    }
+  }
+
+  /** The read side of `channel` is over: FIN (`undefined`), reset, or an invalid frame. */
+  const ended = (channel: StreamChannel, error: TransportError.TransportError | undefined): void => {
+    channel.readOver()
+    if (channel.done) {
+      // a closed stream the peer reset instead of finishing: release our side too
+      if (error !== undefined) fork!(channel.stream.reset)
+      return
+    }
+    if (error !== undefined && error.reason === "InvalidFrame") channel.reset()
+    receiver!.ended(channel, error)
   }
 
   let clock: Clock.Clock | undefined
@@ -210,7 +218,8 @@ export const make = (connection: Connection, options: Options = {}): CallTranspo
 
   const start = (stream: BidiStream, reopen: typeof open | undefined): StreamChannel => {
     const channel = new StreamChannel(stream, fork!, maxFrameBytes, lingering, now, reopen)
-    fork!(read(channel))
+    channel.wake = () => pump(channel)
+    pump(channel)
     return channel
   }
   const startOutgoing = (stream: BidiStream) => start(stream, open)

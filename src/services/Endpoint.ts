@@ -12,8 +12,8 @@
  * - Closing the endpoint stops accepting, lets open streams finish within the drain timeout (default 2 s), then
  *   resets what is left and closes every connection.
  */
-import { Cause, Context, Duration, Effect, Option, Ref } from "effect"
-import type { Scope, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Option, Ref, Stream } from "effect"
+import type { Scope } from "effect"
 import type { TransportError } from "../errors/TransportError.js"
 import type { Identity } from "../schema/Identity.js"
 
@@ -36,6 +36,14 @@ export interface BidiStream {
   readonly read: Effect.Effect<Option.Option<Uint8Array>, TransportError>
   /** The remaining chunks as a stream, pulled on demand (built on `read`; run it once, don't mix with `read`). */
   readonly readable: Stream.Stream<Uint8Array, TransportError>
+  /**
+   * `read` without a fiber, for a reader that decodes where the bytes arrive (the call transport): the next chunk if
+   * one is already here, `null` once the peer finished its side, `undefined` when nothing is here yet (then wait with
+   * `onReadable`). Throws the `TransportError` that `read` fails with. Don't mix with `read`.
+   */
+  readonly tryRead: () => Uint8Array | null | undefined
+  /** Call `wake` once, when `tryRead` may return something (bytes, the end, or a failure). One waiter at a time. */
+  readonly onReadable: (wake: () => void) => void
   /** Write bytes; resolves once the transport accepted them (it waits while the peer's window is full). */
   readonly write: (chunk: Uint8Array) => Effect.Effect<void, TransportError>
   /** Finish our side gracefully (QUIC FIN); the peer reads to its end. Idempotent, never fails. */
@@ -46,6 +54,28 @@ export interface BidiStream {
    */
   readonly reset: Effect.Effect<void>
 }
+
+/** `BidiStream.read` built on its `tryRead` / `onReadable` (for implementations). `tryRead` throws `TransportError`. */
+export const readOf = (tryRead: BidiStream["tryRead"], onReadable: BidiStream["onReadable"]): BidiStream["read"] => {
+  const waitReadable = Effect.async<void>((resume) => onReadable(() => resume(Effect.void)))
+  const read: BidiStream["read"] = Effect.suspend(() => {
+    let chunk: Uint8Array | null | undefined
+    try {
+      chunk = tryRead()
+    } catch (e) {
+      return Effect.fail(e as TransportError)
+    }
+    if (chunk === undefined) return Effect.zipRight(waitReadable, read)
+    return Effect.succeed(chunk === null ? Option.none() : Option.some(chunk))
+  })
+  return read
+}
+
+/** `BidiStream.readable` built on its `read` (for implementations; build it when asked for, most readers never do). */
+export const readableOf = (read: BidiStream["read"]): BidiStream["readable"] =>
+  Stream.repeatEffectOption(
+    Effect.flatMap(Effect.mapError(read, Option.some), (chunk) => Effect.mapError(chunk, () => Option.none()))
+  )
 
 /** How a connection ended. */
 export interface ConnectionClosed {

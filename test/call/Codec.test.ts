@@ -71,6 +71,16 @@ describe("frame codec", () => {
     }
   })
 
+  it("encodes many envelopes as the same bytes as their frames one after another, multi-byte UTF-8 included", () => {
+    const envs = [envelope("a"), envelope("ü-€-𝄞", { input: { text: "naïve ☃" } }), envelope("c", { input: [1, 2, 3] })]
+    const one = Codec.encodeFrames(envs)
+    expect(Buffer.from(one).equals(Buffer.concat(envs.map((e) => Codec.encodeFrame(e))))).toBe(true)
+    expect(new Codec.FrameDecoder().push(one)).toEqual(envs)
+    // one envelope over the maximum: the whole write is refused
+    expect(codecError(() => Codec.encodeFrames([envelope("a"), envelope("b", { input: "x".repeat(100) })], 90)).reason)
+      .toBe("FrameTooLarge")
+  })
+
   it("rejects a zero length", () => {
     expect(codecError(() => new Codec.FrameDecoder().push(new Uint8Array([0, 0, 0, 0]))).reason).toBe("EmptyFrame")
   })

@@ -5,7 +5,7 @@
  * window to write into; the driver wakes them level-triggered, so a wake-up cannot be lost. Stream and connection
  * failures arrive as `StreamFailure` values and become typed `TransportError`s here.
  */
-import { Deferred, Duration, Effect, Exit, Option, Queue, Stream } from "effect"
+import { Deferred, Duration, Effect, Exit, Option } from "effect"
 import type { Address, BidiStream, CloseOptions, Connection, ConnectionClosed } from "../../services/Endpoint.js"
 import * as Endpoint from "../../services/Endpoint.js"
 import * as Tls from "../../services/Tls.js"
@@ -42,19 +42,15 @@ export interface QuicConnection extends Connection {
 const wrapStream = (stream: Driver.QuicStream): BidiStream => {
   let ended = false
   let reset = false
-  const waitReadable = Effect.async<void>((resume) => {
-    stream.onReadable(() => resume(Effect.void))
-  })
-  const read: Effect.Effect<Option.Option<Uint8Array>, TransportError> = Effect.suspend(() => {
-    let chunk: Uint8Array | null | undefined
+  const tryRead = (): Uint8Array | null | undefined => {
     try {
-      chunk = stream.tryRead()
+      return stream.tryRead()
     } catch (e) {
-      return Effect.fail(toTransportError(e))
+      throw toTransportError(e)
     }
-    if (chunk === undefined) return Effect.zipRight(waitReadable, read)
-    return Effect.succeed(chunk === null ? Option.none() : Option.some(chunk))
-  })
+  }
+  const onReadable = (wake: () => void) => stream.onReadable(wake)
+  const read = Endpoint.readOf(tryRead, onReadable)
   const waitWritable = Effect.async<void>((resume) => {
     stream.onWritable(() => resume(Effect.void))
   })
@@ -75,10 +71,12 @@ const wrapStream = (stream: Driver.QuicStream): BidiStream => {
     })
   return {
     id: stream.id,
+    tryRead,
+    onReadable,
     read,
-    readable: Stream.repeatEffectOption(
-      Effect.flatMap(Effect.mapError(read, Option.some), (chunk) => Effect.mapError(chunk, () => Option.none()))
-    ),
+    get readable() {
+      return Endpoint.readableOf(read)
+    },
     write: (chunk) =>
       ended || reset
         ? Effect.fail(
@@ -108,31 +106,48 @@ export const make = (
   side: "client" | "server",
   release: () => Promise<void>
 ): QuicConnection => {
-  const incoming = Effect.runSync(Queue.unbounded<Driver.QuicStream>())
   const closedInfo = Effect.runSync(Deferred.make<ConnectionClosed>())
   const identity = Effect.runSync(Endpoint.makeIdentitySlot)
   let released: Promise<void> | undefined
   const releaseOnce = () => (released ??= release().catch(() => undefined))
 
-  for (const stream of connection.streams.values()) {
-    if ((stream.id & 1) !== (side === "client" ? 0 : 1)) Queue.unsafeOffer(incoming, stream)
-  }
-  connection.events = {
-    onStream: (stream) => void Queue.unsafeOffer(incoming, stream),
-    onClose: (info) => {
-      Deferred.unsafeDone(closedInfo, Exit.succeed(closeInfo(info)))
-      void releaseOnce()
-    }
-  }
-  if (connection.closeInfo !== undefined) {
-    Deferred.unsafeDone(closedInfo, Exit.succeed(closeInfo(connection.closeInfo)))
+  // Peer-opened streams not yet accepted, and the accepts waiting for one (no fiber per accept: a stream per call).
+  const incoming: Array<Driver.QuicStream> = []
+  const accepting: Array<(stream: Driver.QuicStream | undefined) => void> = []
+  const closedError = () => Effect.fail(toTransportError(connection.closedFailure()))
+  const acceptBidi: Effect.Effect<BidiStream, TransportError> = Effect.suspend(() => {
+    const stream = incoming.shift()
+    if (stream !== undefined) return Effect.succeed(wrapStream(stream))
+    if (connection.closeInfo !== undefined) return closedError()
+    return Effect.async<BidiStream, TransportError>((resume) => {
+      const take = (next: Driver.QuicStream | undefined) =>
+        resume(next === undefined ? closedError() : Effect.succeed(wrapStream(next)))
+      accepting.push(take)
+      return Effect.sync(() => {
+        const i = accepting.indexOf(take)
+        if (i >= 0) accepting.splice(i, 1)
+      })
+    })
+  })
+  const onClosed = (info: Driver.CloseInfo) => {
+    Deferred.unsafeDone(closedInfo, Exit.succeed(closeInfo(info)))
+    for (const take of accepting.splice(0)) take(undefined)
     void releaseOnce()
   }
 
-  const closedFailure = Effect.flatMap(
-    Deferred.await(closedInfo),
-    () => Effect.fail(toTransportError(connection.closedFailure()))
-  )
+  for (const stream of connection.streams.values()) {
+    if ((stream.id & 1) !== (side === "client" ? 0 : 1)) incoming.push(stream)
+  }
+  connection.events = {
+    onStream: (stream) => {
+      const take = accepting.shift()
+      if (take !== undefined) take(stream)
+      else incoming.push(stream)
+    },
+    onClose: onClosed
+  }
+  if (connection.closeInfo !== undefined) onClosed(connection.closeInfo)
+
   const waitCredit = Effect.async<void>((resume) => {
     connection.onStreamCredit(() => resume(Effect.void))
   })
@@ -176,7 +191,7 @@ export const make = (
     remoteAddress: { host: connection.remote.host, port: connection.remote.port } satisfies Address,
     peerFingerprint: leaf === undefined ? Option.none() : Tls.fingerprint(leaf),
     openBidi,
-    acceptBidi: Effect.raceFirst(Effect.map(Queue.take(incoming), wrapStream), closedFailure),
+    acceptBidi,
     identity: identity.get,
     setIdentity: identity.set,
     close,
