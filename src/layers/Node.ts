@@ -486,9 +486,13 @@ export const layerIdentity: Layer.Layer<
   })
 )
 
-/** Serve the node on QUIC (ALPN `alknet/call`) at `listen` (default: the config's `listen`) for the layer's life. */
+/**
+ * Serve the node on QUIC (ALPN `alknet/call`) at `listen` (default: the config's `listen`) for the layer's life.
+ * `clientCertificates` (default `required`): see `Quic.EndpointOptions` — `ignored` serves QUIC clients that have no
+ * certificate (identity by bearer token only; no caller is then identified by its fingerprint on this listener).
+ */
 export const layerQuic = (
-  options: { readonly listen?: Address } = {}
+  options: { readonly listen?: Address; readonly clientCertificates?: "required" | "ignored" } = {}
 ): Layer.Layer<never, NodeError, Node | NodeConfig> =>
   Layer.scopedDiscard(Effect.gen(function*() {
     const node = yield* Node
@@ -499,7 +503,8 @@ export const layerQuic = (
       port: listen.port,
       identity: node.tls,
       handlers: { [CallProtocol.ALPN]: CallProtocol.handler(node.serve), ...node.protocols },
-      drainTimeout: Duration.millis(config.static.drain_timeout_ms)
+      drainTimeout: Duration.millis(config.static.drain_timeout_ms),
+      ...(options.clientCertificates === undefined ? {} : { clientCertificates: options.clientCertificates })
     }).pipe(Effect.mapError(fail("Listen")))
     yield* node.addTransport({
       kind: "quic",

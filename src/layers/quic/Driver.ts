@@ -930,9 +930,13 @@ export const connect = async (
  * certificate the peer presents (we decide by fingerprint afterwards); without it the chain must verify against `ca`
  * (and the server name, on a client).
  *
- * "Request but do not require" (SPEC §3) is not expressible here: quiche's `verify_peer(true)` would drop the
- * FAIL_IF_NO_PEER_CERT flag but also the accept-any callback, so every self-signed client would then fail with
- * `unknown_ca`. A server therefore either requires a certificate or asks for none.
+ * "Request but do not require" (SPEC §3) is not expressible here. The binding's `withBoringSslCtx(verifyPeer, …)` sets
+ * BoringSSL's mode to PEER | FAIL_IF_NO_PEER_CERT (or NONE) together with the accept-any callback; the only other
+ * switch, `Config.verifyPeer(true)`, is quiche's `SSL_CTX_set_verify(ctx, PEER, NULL)`: it drops FAIL_IF_NO_PEER_CERT
+ * but also the callback, so BoringSSL then verifies a presented certificate against the (empty) CA store and refuses
+ * every self-signed one — an alknet identity. Tried on 127.0.0.1: after `verifyPeer(true)` a client without a
+ * certificate connects and one with a self-signed certificate is refused. A server therefore either requires a
+ * certificate (accepting any) or asks for none.
  */
 export const makeConfig = (options: {
   readonly key: string

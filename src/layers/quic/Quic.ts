@@ -62,7 +62,8 @@ export interface EndpointOptions {
    * `required` (default): every client presents a certificate (any, checked by nobody: its fingerprint is its
    * identity); a client without one is refused in the handshake (TLS alert 116). `ignored`: no certificate is asked
    * for, so clients without one connect too, and identity comes only from bearer tokens (as on WebSocket).
-   * SPEC §3's "request but do not require" is not possible through quiche's binding: see `Driver.makeConfig`.
+   * SPEC §3's "request but do not require" is not possible through quiche's binding (it can ask without requiring only
+   * by also verifying against a CA store, which refuses every self-signed client): see `Driver.makeConfig`.
    */
   readonly clientCertificates?: "required" | "ignored"
   readonly tuning?: Partial<Tuning>
@@ -107,9 +108,10 @@ export const makeEndpoint = (
 
     /** Any parseable certificate is accepted (who it is gets decided by its fingerprint), and so is none. */
     const verifyClient = (driven: Driver.QuicConnection): number | undefined => {
-      const leaf = driven.native.peerCertChain()?.[0]
-      if (leaf === undefined) return clientCertificates === "required" ? CERTIFICATE_REQUIRED : undefined
-      return Option.isSome(Tls.fingerprint(leaf)) ? undefined : BAD_CERTIFICATE
+      if (driven.native.peerCertChain()?.[0] === undefined) {
+        return clientCertificates === "required" ? CERTIFICATE_REQUIRED : undefined
+      }
+      return Option.isSome(QuicConnection.peerFingerprint(driven)) ? undefined : BAD_CERTIFICATE
     }
 
     const server = yield* Effect.acquireRelease(
@@ -239,7 +241,7 @@ export const connect = (
     let mismatch: string | undefined
     const verifyServer = (driven: Driver.QuicConnection): number | undefined => {
       if (pinned.length === 0) return undefined // BoringSSL verified the chain and the name
-      const presented = Option.flatMap(Option.fromNullable(driven.native.peerCertChain()?.[0]), Tls.fingerprint)
+      const presented = QuicConnection.peerFingerprint(driven)
       if (Option.isSome(presented) && pinned.includes(presented.value)) return undefined
       mismatch = Option.getOrElse(presented, () => "no usable certificate")
       return BAD_CERTIFICATE

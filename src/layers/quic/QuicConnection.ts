@@ -33,6 +33,22 @@ const toTransportError = (e: unknown): TransportError => {
   return new TransportError({ reason: "Io", message: `stream failed: ${e instanceof Error ? e.message : String(e)}` })
 }
 
+const fingerprints = new WeakMap<Driver.QuicConnection, Option.Option<string>>()
+
+/**
+ * The fingerprint of the certificate the peer presented (none: it presented none, or one we cannot read), worked out
+ * once per connection: the handshake's verification and the `Connection` both ask, and parsing a certificate costs.
+ */
+export const peerFingerprint = (connection: Driver.QuicConnection): Option.Option<string> => {
+  let fingerprint = fingerprints.get(connection)
+  if (fingerprint === undefined) {
+    const leaf = connection.native.peerCertChain()?.[0]
+    fingerprint = leaf === undefined ? Option.none() : Tls.fingerprint(leaf)
+    fingerprints.set(connection, fingerprint)
+  }
+  return fingerprint
+}
+
 /** A connection plus what only the QUIC layer needs. */
 export interface QuicConnection extends Connection {
   /** Reset every open stream (the end of a drain that timed out); the connection stays up. */
@@ -184,12 +200,11 @@ export const make = (
       )
     })
 
-  const leaf = connection.native.peerCertChain()?.[0]
   return {
     side,
     alpn: Buffer.from(connection.native.applicationProto()).toString("utf8"),
     remoteAddress: { host: connection.remote.host, port: connection.remote.port } satisfies Address,
-    peerFingerprint: leaf === undefined ? Option.none() : Tls.fingerprint(leaf),
+    peerFingerprint: peerFingerprint(connection),
     openBidi,
     acceptBidi,
     identity: identity.get,

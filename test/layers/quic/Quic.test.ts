@@ -9,9 +9,13 @@ import * as dgram from "node:dgram"
 import { createHmac, randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { Chunk, Deferred, Effect, Exit, Fiber, Option, Redacted, Ref, Schedule, Scope, Stream } from "effect"
+import { Chunk, Deferred, Effect, Exit, Fiber, Option, Redacted, Ref, Schedule, Schema, Scope, Stream } from "effect"
 import type { BidiStream, Connection, ProtocolHandler } from "../../../src/services/Endpoint.js"
 import type { TransportError } from "../../../src/errors/TransportError.js"
+import * as Codec from "../../../src/call/Codec.js"
+import * as CallProtocol from "../../../src/services/CallProtocol.js"
+import * as Operation from "../../../src/services/Operation.js"
+import * as OperationRegistry from "../../../src/services/OperationRegistry.js"
 import * as Tls from "../../../src/services/Tls.js"
 import * as Quic from "../../../src/layers/quic/Quic.js"
 import { caFiles } from "./certs.js"
@@ -76,11 +80,11 @@ const stockClient = (address: { host: string; port: number }, config: Record<str
   )
 
 /** One request on a new stream of a stock client: write, end, read to the end. */
-const stockRoundTrip = (client: QUICClient, text: string) =>
+const stockRoundTrip = (client: QUICClient, request: string | Uint8Array) =>
   Effect.tryPromise({ catch: (e) => e, try: async () => {
     const stream = client.connection.newStream("bidi")
     const writer = stream.writable.getWriter()
-    await writer.write(utf8(text))
+    await writer.write(typeof request === "string" ? utf8(request) : request)
     await writer.close()
     const chunks: Array<Uint8Array> = []
     for await (const chunk of stream.readable) chunks.push(chunk)
@@ -280,6 +284,43 @@ describe("Quic endpoint", () => {
       // Our own client still connects to it (its certificate is simply not asked for).
       const connection = yield* Quic.connect(lenient.address, { alpn: "test/a", expectedFingerprint: lenient.fingerprint })
       expect((yield* Effect.flatMap(connection.openBidi, (s) => roundTrip(s, utf8("ok")))).toString()).toBe("ok")
+    }))
+
+  it.scopedLive("a client without a certificate calls with a bearer token, and is anonymous without one", () =>
+    Effect.gen(function*() {
+      const whoami = Operation.query({
+        name: "t/whoami",
+        input: Schema.Unknown,
+        output: Schema.NullOr(Schema.String),
+        handler: (_, ctx) => Effect.succeed(Option.getOrNull(Option.map(ctx.identity, (identity) => identity.id)))
+      })
+      const registry = yield* OperationRegistry.make([whoami])
+      const serve: CallProtocol.ServeOptions = {
+        source: registry.source,
+        authenticator: {
+          resolveFingerprint: () => Effect.succeed(Option.some({ id: "by-certificate", scopes: [], resources: {} })),
+          resolveToken: (token) =>
+            Effect.succeed(
+              Redacted.value(token) === "alk_good" ? Option.some({ id: "token-user", scopes: [], resources: {} }) : Option.none()
+            )
+        }
+      }
+      const server = yield* endpoint({ handlers: { [CallProtocol.ALPN]: CallProtocol.handler(serve) }, clientCertificates: "ignored" })
+      // A third-party QUIC client (the stock library) with no certificate, speaking the call protocol by hand.
+      const client = yield* stockClient(server.address, { verifyPeer: false, applicationProtos: [CallProtocol.ALPN] })
+      const whoIs = (token?: string) =>
+        Effect.map(
+          stockRoundTrip(client, Codec.encodeFrame({
+            type: "call.requested",
+            id: "req-1",
+            payload: { operationId: "/t/whoami", input: null, ...(token === undefined ? {} : { auth_token: token }) }
+          })),
+          (bytes) => new Codec.FrameDecoder().push(bytes)
+        )
+      expect(yield* whoIs("alk_good")).toEqual([{ type: "call.responded", id: "req-1", payload: { output: "token-user" } }])
+      expect(yield* whoIs()).toEqual([{ type: "call.responded", id: "req-1", payload: { output: null } }])
+      // an unknown token falls back to the connection's identity: none without a certificate
+      expect(yield* whoIs("alk_wrong")).toEqual([{ type: "call.responded", id: "req-1", payload: { output: null } }])
     }))
 
   it.live("closing the endpoint drains in-flight streams, then forces what is left", () =>
