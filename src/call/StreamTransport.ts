@@ -2,10 +2,15 @@
  * The call transport over a stream-multiplexed `Endpoint.Connection` (QUIC, the in-memory pair): one channel = one
  * bidirectional stream, envelopes framed by the codec (4-byte big-endian length + UTF-8 JSON, SPEC §4).
  *
- * Each stream is read by one loop that decodes frames synchronously and pushes the envelopes into the engine; when
- * the engine asks it to wait (a full subscription mailbox) the loop stops reading that stream, so the peer's stream
- * window fills and its writer waits. A write of several envelopes (a chunk of subscription items) is one stream
- * write of all their frames.
+ * Reading runs where the bytes arrive, with no fiber per stream (as on the WebSocket): a stream that has something
+ * calls back (`BidiStream.onReadable`), its frames are decoded synchronously and pushed into the engine; when the
+ * engine asks to wait (a full subscription mailbox) that stream is not read until it may go on, so the peer's stream
+ * window fills and its writer waits. A write of several envelopes (a chunk of subscription items) is one stream write
+ * of all their frames, encoded into one buffer.
+ *
+ * A caller writes one request per stream: its FIN leaves with the request (one datagram for a small call), and what
+ * the caller sends later — only ever `call.aborted` — goes on a new stream (SPEC §4: correlation is by id). A request
+ * that had not left whole when the abort came is abandoned by resetting its stream instead.
  *
  * A stream whose bytes are not valid frames (zero or oversize length, bad UTF-8 or JSON, not an envelope, EOF inside
  * a frame) is reset and reported as ended with `InvalidFrame`; the connection and its other streams carry on.

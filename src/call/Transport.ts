@@ -15,7 +15,9 @@
  * Stream transports (`perCall`: one channel per call, SPEC §4):
  * - the caller opens a channel and writes `call.requested`; the callee answers on it and `close`s it after the final
  *   answer; the caller `close`s its own channel as soon as the final answer arrived, **without waiting for the
- *   peer's FIN** (QUIC can lose one). `close` = finish our writing side and stop reading (FIN + STOP_SENDING).
+ *   peer's FIN** (QUIC can lose one). `close` = finish our writing side and stop reading (FIN + STOP_SENDING). A
+ *   stream transport may finish the caller's writing side with the request itself; a later write on that channel
+ *   (`call.aborted`) then goes out on a new stream, which the callee routes by id like any envelope.
  * - `receiver.ended(channel, error)` says a channel ended: `undefined` when the peer finished its side normally, a
  *   `TransportError` when it was reset or sent an invalid frame (the transport has reset it; other channels and the
  *   connection carry on). The engine interrupts the requests that came on a failed channel and fails the calls
