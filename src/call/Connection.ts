@@ -634,8 +634,17 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     const sendFailure = (error: TransportError) =>
       error.reason === "InvalidFrame" ? CallError.invalidInput(`input cannot be sent: ${error.message}`) : closedError()
 
-    /** Register a call on a fresh channel, arm its timer, and write its request. */
-    const start = (channel: Channel, entry: Pending, envelope: EventEnvelope, timeout: Duration.DurationInput | undefined) =>
+    /**
+     * Register a call on a fresh channel, arm its timer, and write its request; `last`: nothing follows it on the
+     * channel but an abort (a query or mutation), so a stream transport finishes its side with it (`writeLast`).
+     */
+    const start = (
+      channel: Channel,
+      entry: Pending,
+      envelope: EventEnvelope,
+      timeout: Duration.DurationInput | undefined,
+      last: boolean
+    ) =>
       Effect.suspend(() => {
         if (closed) return Effect.fail(closedError())
         pending.set(entry.id, entry)
@@ -646,7 +655,8 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
             settle(entry, CallError.timeout())
           })
         }
-        return Effect.mapError(write(channel, [envelope]), (error) => {
+        const sent = last && channel.writeLast !== undefined ? channel.writeLast([envelope]) : write(channel, [envelope])
+        return Effect.mapError(sent, (error) => {
           settle(entry, sendFailure(error))
           return sendFailure(error)
         })
@@ -689,7 +699,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           entry.resume = resume
         })
         return Effect.onInterrupt(
-          Effect.zipRight(start(channel, entry, requestEnvelope(id, name, input, callOptions, span), callOptions.timeout), wait),
+          Effect.zipRight(start(channel, entry, requestEnvelope(id, name, input, callOptions, span), callOptions.timeout, true), wait),
           () => giveUp(entry)
         )
       }))
@@ -716,7 +726,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
         yield* Effect.addFinalizer(() =>
           Effect.zipRight(giveUp(entry), Effect.sync(() => entry.mailbox!.close()))
         )
-        yield* start(channel, entry, requestEnvelope(entry.id, name, input, callOptions, span), callOptions.timeout)
+        yield* start(channel, entry, requestEnvelope(entry.id, name, input, callOptions, span), callOptions.timeout, false)
         return Stream.repeatEffectChunkOption(entry.mailbox!.take)
       }))
 

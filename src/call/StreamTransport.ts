@@ -8,9 +8,10 @@
  * window fills and its writer waits. A write of several envelopes (a chunk of subscription items) is one stream write
  * of all their frames, encoded into one buffer.
  *
- * A caller writes one request per stream: its FIN leaves with the request (one datagram for a small call), and what
- * the caller sends later — only ever `call.aborted` — goes on a new stream (SPEC §4: correlation is by id). A request
- * that had not left whole when the abort came is abandoned by resetting its stream instead.
+ * A query's or mutation's request finishes the caller's side (`writeLast`): its FIN leaves with the request (one
+ * datagram for a small call), and a later `call.aborted` goes on a new stream (SPEC §4: correlation is by id); a
+ * request that had not left whole when the abort came is abandoned by resetting its stream instead. A subscription's
+ * stream stays open, and its abort follows the request on it.
  *
  * A stream whose bytes are not valid frames (zero or oversize length, bad UTF-8 or JSON, not an envelope, EOF inside
  * a frame) is reset and reported as ended with `InvalidFrame`; the connection and its other streams carry on.
@@ -44,6 +45,8 @@ class LingerSet extends Set<StreamChannel> {
 
 type Fork = (effect: Effect.Effect<void>) => Fiber.RuntimeFiber<void, never>
 
+const FINISHED = TransportError.closed("stream already finished")
+
 /** How long a closed stream may wait for the peer's FIN before it is reset (the FIN may never come). */
 const LINGER_MS = 2000
 
@@ -54,8 +57,8 @@ class StreamChannel implements Channel {
   readEnded = false
   /** Our writing side is finished (FIN sent or sending). */
   writeEnded = false
-  /** An outgoing channel's request: `writing` until the transport took all of it (and stays so if it failed). */
-  request: "none" | "writing" | "sent" = "none"
+  /** After `writeLast`: `writing` until the transport took all of it (and stays so if it failed), then `sent`. */
+  last: "none" | "writing" | "sent" = "none"
   /** When the engine closed it while the peer had not finished yet. */
   closedAt = 0
   /** Frames split across reads. */
@@ -69,44 +72,53 @@ class StreamChannel implements Channel {
     private readonly maxFrameBytes: number,
     private readonly lingering: LingerSet,
     private readonly now: () => number,
-    /** Set on channels we opened: opens another one (for an envelope sent after the request's FIN). */
+    /** Set on channels we opened: opens another one (for an envelope sent after `writeLast`). */
     private readonly reopen: Effect.Effect<StreamChannel, TransportError.TransportError> | undefined
   ) {
     this.decoder = new Codec.FrameDecoder(maxFrameBytes)
   }
 
   write = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
-    if (this.reopen !== undefined && this.request !== "none") return this.writeAfterRequest(envelopes)
+    if (this.last !== "none") return this.writeAfterLast(envelopes)
     let bytes: Uint8Array
     try {
       bytes = Codec.encodeFrames(envelopes, this.maxFrameBytes)
     } catch (e) {
       return Effect.fail(TransportError.invalidFrame(e))
     }
-    if (this.reopen === undefined) return this.stream.write(bytes)
-    // A caller writes one request per stream and nothing after it but an abort: its FIN leaves with the request (one
-    // datagram, and the callee's stream is complete as soon as it has answered).
-    this.request = "writing"
-    this.writeEnded = true
-    return Effect.zipRight(this.stream.write(bytes), this.requestSent)
+    return this.stream.write(bytes)
   }
 
-  private readonly requestSent = Effect.suspend(() => {
-    this.request = "sent"
+  /** A query's request: its FIN leaves with it (one datagram), and the callee's stream is complete once it answered. */
+  writeLast = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
+    if (this.last !== "none" || this.writeEnded) return this.write(envelopes)
+    let bytes: Uint8Array
+    try {
+      bytes = Codec.encodeFrames(envelopes, this.maxFrameBytes)
+    } catch (e) {
+      return Effect.fail(TransportError.invalidFrame(e))
+    }
+    this.last = "writing"
+    this.writeEnded = true
+    return Effect.zipRight(this.stream.write(bytes), this.lastSent)
+  }
+
+  private readonly lastSent = Effect.suspend(() => {
+    this.last = "sent"
     return this.stream.end
   })
 
   /**
-   * What a caller sends after its request (`call.aborted`) cannot follow the FIN: it goes on a new stream (SPEC §4:
-   * correlation is by id). A request that did not leave whole (still waiting for window, or cut off) is abandoned
-   * instead: the stream is reset, which the callee treats as an abort of what came on it.
+   * What follows a `writeLast` (the caller's `call.aborted`) cannot follow the FIN: it goes on a new stream (SPEC §4:
+   * correlation is by id). If the last write did not leave whole (still waiting for window, or cut off), the stream is
+   * reset instead, which the callee takes as an abort of what came on it.
    */
-  private writeAfterRequest(envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> {
-    if (this.request !== "sent") {
+  private writeAfterLast(envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> {
+    if (this.last !== "sent") {
       this.reset()
       return Effect.void
     }
-    return Effect.flatMap(this.reopen!, (channel) => channel.write(envelopes))
+    return this.reopen === undefined ? Effect.fail(FINISHED) : Effect.flatMap(this.reopen, (channel) => channel.writeLast(envelopes))
   }
 
   post = (envelopes: ReadonlyArray<EventEnvelope>): void => {

@@ -16,8 +16,8 @@
  * - the caller opens a channel and writes `call.requested`; the callee answers on it and `close`s it after the final
  *   answer; the caller `close`s its own channel as soon as the final answer arrived, **without waiting for the
  *   peer's FIN** (QUIC can lose one). `close` = finish our writing side and stop reading (FIN + STOP_SENDING). A
- *   stream transport may finish the caller's writing side with the request itself; a later write on that channel
- *   (`call.aborted`) then goes out on a new stream, which the callee routes by id like any envelope.
+ *   query's or mutation's request finishes the caller's side at once (`writeLast`); a later `call.aborted` then goes
+ *   out on a new stream, which the callee routes by id like any envelope. A subscription's stream stays open for it.
  * - `receiver.ended(channel, error)` says a channel ended: `undefined` when the peer finished its side normally, a
  *   `TransportError` when it was reset or sent an invalid frame (the transport has reset it; other channels and the
  *   connection carry on). The engine interrupts the requests that came on a failed channel and fails the calls
@@ -42,6 +42,13 @@ import type { EventEnvelope } from "../schema/Envelope.js"
 export interface Channel {
   /** Write envelopes, in order, as one transport write; resolves when the transport accepted them (backpressure). */
   readonly write: (envelopes: ReadonlyArray<EventEnvelope>) => Effect.Effect<void, TransportError>
+  /**
+   * Optional (stream transports): `write`, then finish our writing side with the same write (QUIC: the FIN leaves with
+   * the frames). What is written on the channel afterwards (`call.aborted`) goes out on a new stream; if these
+   * envelopes had not left whole by then, the stream is reset instead. The engine uses it for a query's or mutation's
+   * request; without it, `write`.
+   */
+  readonly writeLast?: (envelopes: ReadonlyArray<EventEnvelope>) => Effect.Effect<void, TransportError>
   /**
    * Write envelopes without waiting (a refusal the engine answers at once, before any fiber runs): best effort, a
    * failure is dropped. The reading side of the transport holds back while too much is queued for the peer.

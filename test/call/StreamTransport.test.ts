@@ -28,7 +28,7 @@ const readToEnd = (stream: BidiStream) =>
   Effect.map(Stream.runCollect(stream.readable), (chunks) => new Codec.FrameDecoder().push(Buffer.concat(Chunk.toArray(chunks))))
 
 describe("stream transport", () => {
-  it.scoped("a caller's request carries its stream's FIN: the stream is finished while the call still waits", () =>
+  it.scoped("a query's request carries its stream's FIN: the stream is finished while the call still waits", () =>
     Effect.gen(function*() {
       const { connection, next } = yield* callerAndRawPeer()
       const call = yield* Effect.fork(connection.call("x/op", { a: 1 }))
@@ -44,7 +44,21 @@ describe("stream transport", () => {
       expect(yield* Fiber.join(call)).toBe("done")
     }))
 
-  it.scoped("an abort after the request goes on a new stream, with the request's id", () =>
+  it.scoped("a subscription's stream stays open after its request; stopping it sends call.aborted on that stream", () =>
+    Effect.gen(function*() {
+      const { connection, next } = yield* callerAndRawPeer()
+      const stream = yield* Effect.forkScoped(Stream.runDrain(connection.subscribe("x/items", null)))
+      const raw = yield* next
+      const decoder = new Codec.FrameDecoder()
+      const firstChunk = yield* raw.read
+      const [requested] = decoder.push(Option.getOrThrow(firstChunk))
+      expect(requested).toMatchObject({ type: "call.requested", payload: { operationId: "/x/items" } })
+      yield* Fiber.interrupt(stream)
+      // the abort follows the request on the same stream, then the caller finishes it
+      expect(yield* readToEnd(raw)).toEqual([{ type: "call.aborted", id: requested!.id, payload: {} }])
+    }))
+
+  it.scoped("an abort after a query's request goes on a new stream, with the request's id", () =>
     Effect.gen(function*() {
       const { connection, next } = yield* callerAndRawPeer()
       const call = yield* Effect.fork(connection.call("x/op", null))
