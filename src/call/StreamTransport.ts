@@ -78,26 +78,26 @@ class StreamChannel implements Channel {
     this.decoder = new Codec.FrameDecoder(maxFrameBytes)
   }
 
+  /** The frames of `envelopes` in one buffer, or why they cannot be sent (then nothing is written). */
+  private encode(envelopes: ReadonlyArray<EventEnvelope>): Uint8Array | TransportError.TransportError {
+    try {
+      return Codec.encodeFrames(envelopes, this.maxFrameBytes)
+    } catch (e) {
+      return TransportError.invalidFrame(e)
+    }
+  }
+
   write = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
     if (this.last !== "none") return this.writeAfterLast(envelopes)
-    let bytes: Uint8Array
-    try {
-      bytes = Codec.encodeFrames(envelopes, this.maxFrameBytes)
-    } catch (e) {
-      return Effect.fail(TransportError.invalidFrame(e))
-    }
-    return this.stream.write(bytes)
+    const bytes = this.encode(envelopes)
+    return bytes instanceof Uint8Array ? this.stream.write(bytes) : Effect.fail(bytes)
   }
 
   /** A query's request: its FIN leaves with it (one datagram), and the callee's stream is complete once it answered. */
   writeLast = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
     if (this.last !== "none" || this.writeEnded) return this.write(envelopes)
-    let bytes: Uint8Array
-    try {
-      bytes = Codec.encodeFrames(envelopes, this.maxFrameBytes)
-    } catch (e) {
-      return Effect.fail(TransportError.invalidFrame(e))
-    }
+    const bytes = this.encode(envelopes)
+    if (!(bytes instanceof Uint8Array)) return Effect.fail(bytes)
     this.last = "writing"
     this.writeEnded = true
     return Effect.zipRight(this.stream.write(bytes), this.lastSent)
