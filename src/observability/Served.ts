@@ -21,31 +21,44 @@ export interface Call {
   readonly outcome: Tracing.Outcome
 }
 
-/** Start observing: the call, and the function that records its end (span and metrics). */
-const begin = (label: string, span: Tracer.Span | undefined, clock: Clock.Clock) => {
-  Metrics.callsInFlight.unsafeModify(1, Metrics.none)
-  const call: Call = { span, outcome: { code: "OK", error: undefined } }
-  const started = clock.unsafeCurrentTimeNanos()
-  const end = (exit: Exit.Exit<unknown, unknown>) => {
-    const outcome = call.outcome
-    if (exit._tag === "Failure" && outcome.code === "OK") {
-      if (Cause.isInterruptedOnly(exit.cause)) outcome.code = "ABORTED"
+/**
+ * One observed call: a single object per call (this runs on every call). Latency is measured with
+ * `performance.now()` (a number, no allocation); the span's times come from the fiber's `Clock`.
+ */
+class Observed implements Call, Tracing.Outcome {
+  code = "OK"
+  error: CallError.CallError | undefined = undefined
+  private readonly started = performance.now()
+
+  constructor(
+    private readonly label: string,
+    readonly span: Tracer.Span | undefined,
+    private readonly clock: Clock.Clock
+  ) {
+    Metrics.callsInFlight.unsafeModify(1, Metrics.none)
+  }
+
+  get outcome(): Tracing.Outcome {
+    return this
+  }
+
+  end(exit: Exit.Exit<unknown, unknown>): void {
+    if (exit._tag === "Failure" && this.code === "OK") {
+      if (Cause.isInterruptedOnly(exit.cause)) this.code = "ABORTED"
       else {
         const failure = Cause.failureOption(exit.cause)
         const error = Option.isSome(failure) && failure.value instanceof CallError.CallError
           ? failure.value
           : CallError.internal("internal error")
-        outcome.code = error.code
-        outcome.error = error
+        this.code = error.code
+        this.error = error
       }
     }
-    const now = clock.unsafeCurrentTimeNanos()
-    if (span !== undefined) Tracing.finish(span, outcome, exit, now)
+    if (this.span !== undefined) Tracing.finish(this.span, this, exit, this.clock.unsafeCurrentTimeNanos())
     Metrics.callsInFlight.unsafeModify(-1, Metrics.none)
-    Metrics.calls.unsafeUpdate(1, Metrics.operationCode.get(label, outcome.code))
-    Metrics.callDuration.unsafeUpdate(Number(now - started) / 1e9, Metrics.operation.get(label))
+    Metrics.calls.unsafeUpdate(1, Metrics.operationCode.get(this.label, this.code))
+    Metrics.callDuration.unsafeUpdate((performance.now() - this.started) / 1000, Metrics.operation.get(this.label))
   }
-  return { call, end }
 }
 
 /**
@@ -61,24 +74,20 @@ export const served = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) => {
     const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    const ended = (call: Observed) => (exit: Exit.Exit<A, E>) => {
+      call.end(exit)
+      finally_?.()
+      return Effect.void
+    }
     if (!Tracing.records(fiber.currentTracer)) {
       // Tracing off: no span; the work runs under the caller's span (if any), so calls it makes forward it.
-      const { call, end } = begin(label, undefined, clock)
-      const run = parent === undefined ? body(call) : Effect.withParentSpan(body(call), parent)
-      return Effect.onExit(run, (exit) => {
-        end(exit)
-        finally_?.()
-        return Effect.void
-      })
+      const call = new Observed(label, undefined, clock)
+      return Effect.onExit(parent === undefined ? body(call) : Effect.withParentSpan(body(call), parent), ended(call))
     }
     return Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(Tracing.start(label, parent), (span) => {
-        const { call, end } = begin(label, span, clock)
-        return Effect.onExit(Effect.withParentSpan(restore(body(call)), span!), (exit) => {
-          end(exit)
-          finally_?.()
-          return Effect.void
-        })
+        const call = new Observed(label, span, clock)
+        return Effect.onExit(Effect.withParentSpan(restore(body(call)), span!), ended(call))
       })
     )
   })
@@ -91,8 +100,8 @@ export const servedScoped = (
   Effect.flatMap(Effect.clock, (clock) =>
     Effect.map(
       Effect.acquireRelease(
-        Effect.map(Tracing.start(label, parent), (span) => begin(label, span, clock)),
-        ({ end }, exit) => Effect.sync(() => end(exit))
+        Effect.map(Tracing.start(label, parent), (span) => new Observed(label, span, clock)),
+        (call, exit) => Effect.sync(() => call.end(exit))
       ),
-      ({ call }) => ({ ...call, parent: call.span ?? parent })
+      (call) => ({ span: call.span, outcome: call.outcome, parent: call.span ?? parent })
     ))
