@@ -7,7 +7,7 @@
 # with this checkout's node_modules.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-base=${1:-9e5fbd8}
+base=${1:-35d775a}
 rounds=${2:-9}
 work=$(mktemp -d)
 trap 'git -C "$here" worktree remove --force "$work/base" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
