@@ -3,8 +3,6 @@
  * malformed one is ignored), and an operation imported with from_openapi sends the caller's trace on to the REST API.
  */
 import { describe, expect, it } from "@effect/vitest"
-import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Schema, Stream } from "effect"
 import * as Http from "node:http"
 import * as Discovery from "../../src/call/Discovery.js"
@@ -13,25 +11,11 @@ import * as FromOpenApi from "../../src/peer/FromOpenApi.js"
 import * as Operation from "../../src/services/Operation.js"
 import * as OperationRegistry from "../../src/services/OperationRegistry.js"
 import { listen } from "../shared/http.js"
+import { finished, Kind, recording } from "../shared/spans.js"
 
 const TRACE = "0af7651916cd43dd8448eb211c80319c"
 const PARENT = "b7ad6b7169203331"
-const SERVER = 1
-
-const recording = () => {
-  const exporter = new InMemorySpanExporter()
-  const layer = NodeSdk.layer(() => ({ resource: { serviceName: "alknet-test" }, spanProcessor: new SimpleSpanProcessor(exporter) }))
-  return { exporter, layer }
-}
-
-const finished = (exporter: InMemorySpanExporter, match: (span: ReadableSpan) => boolean) =>
-  Effect.gen(function*() {
-    for (;;) {
-      const found = exporter.getFinishedSpans().find(match)
-      if (found !== undefined) return found
-      yield* Effect.sleep("10 millis")
-    }
-  })
+const { SERVER } = Kind
 
 const operations = [
   Operation.query({
@@ -103,7 +87,7 @@ describe("traces over HTTP", () => {
       const registry = yield* OperationRegistry.make(imported)
       yield* registry.invoke("api/ping", {}).pipe(Effect.withSpan("test/root"))
       const root = yield* finished(exporter, (s) => s.name === "test/root")
-      const client = yield* finished(exporter, (s) => s.name === "api/ping" && s.kind === 2)
+      const client = yield* finished(exporter, (s) => s.name === "api/ping" && s.kind === Kind.CLIENT)
       expect(seen).toHaveLength(1)
       // The API sees the trace of the root, with the request's own client span as its parent.
       expect(seen[0]).toBe(`00-${root.spanContext().traceId}-${client.spanContext().spanId}-01`)

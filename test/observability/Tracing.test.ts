@@ -5,8 +5,7 @@
  * with tracing off no span is made yet the caller's context is forwarded.
  */
 import { describe, expect, it } from "@effect/vitest"
-import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
 import { Deferred, Effect, Fiber, Metric, Option, Redacted, Schema, Tracer } from "effect"
 import type { Connection } from "../../src/call/Connection.js"
 import * as CallClient from "../../src/layers/Client.js"
@@ -16,31 +15,11 @@ import * as Operation from "../../src/services/Operation.js"
 import * as Tls from "../../src/services/Tls.js"
 import * as CallHarness from "../call/harness.js"
 import * as H from "../peer/harness.js"
+import { finished, Kind, recording } from "../shared/spans.js"
 
-const SERVER = 1
-const CLIENT = 2
-const INTERNAL = 0
-
-const recording = () => {
-  const exporter = new InMemorySpanExporter()
-  const layer = NodeSdk.layer(() => ({
-    resource: { serviceName: "alknet-test" },
-    spanProcessor: new SimpleSpanProcessor(exporter)
-  }))
-  return { exporter, layer }
-}
+const { CLIENT, INTERNAL, SERVER } = Kind
 
 const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId
-
-/** Wait (without a wall-clock budget) until a finished span matches. */
-const finished = (exporter: InMemorySpanExporter, match: (span: ReadableSpan) => boolean) =>
-  Effect.gen(function*() {
-    for (;;) {
-      const found = exporter.getFinishedSpans().find(match)
-      if (found !== undefined) return found
-      yield* Effect.sleep("10 millis")
-    }
-  })
 
 /** The chain of ancestors of `span` among the recorded spans, nearest first. */
 const ancestors = (spans: ReadonlyArray<ReadableSpan>, span: ReadableSpan) => {
@@ -63,18 +42,24 @@ const counted = (name: string, labels: Record<string, string>) =>
     return 0
   })
 
+/** A head, a worker that dialed it, and a client of the head (over WebSocket), for the scope. */
+const threeNodes = Effect.gen(function*() {
+  const head = yield* H.startHead(H.webSocket)
+  const worker = yield* H.startWorker("worker-a", head)
+  yield* Effect.addFinalizer(() => worker.kill)
+  yield* head.graph.awaitPeer("worker-a")
+  const client = yield* CallClient.connect(head.url, {
+    identity: Tls.RawKey(H.seeds.client),
+    expectedFingerprint: head.fingerprint
+  })
+  return { client, worker }
+})
+
 describe("trace context across client → head → worker", () => {
   it.live("one trace id across the three nodes, each span the child of the one before", () => {
     const { exporter, layer } = recording()
     return Effect.gen(function*() {
-      const head = yield* H.startHead(H.webSocket)
-      const worker = yield* H.startWorker("worker-a", head)
-      yield* Effect.addFinalizer(() => worker.kill)
-      yield* head.graph.awaitPeer("worker-a")
-      const client = yield* CallClient.connect(head.url, {
-        identity: Tls.RawKey(H.seeds.client),
-        expectedFingerprint: head.fingerprint
-      })
+      const { client } = yield* threeNodes
       const output = yield* client.call("head/exec", { peer: "worker-a", cmd: "uptime" }).pipe(Effect.withSpan("test/root"))
       expect(output).toMatchObject({ worker: "worker-a", cmd: "uptime" })
 
@@ -100,14 +85,7 @@ describe("trace context across client → head → worker", () => {
   it.live("the worker's span is marked ABORTED when the client aborts, and the error code is recorded", () => {
     const { exporter, layer } = recording()
     return Effect.gen(function*() {
-      const head = yield* H.startHead(H.webSocket)
-      const worker = yield* H.startWorker("worker-a", head)
-      yield* Effect.addFinalizer(() => worker.kill)
-      yield* head.graph.awaitPeer("worker-a")
-      const client = yield* CallClient.connect(head.url, {
-        identity: Tls.RawKey(H.seeds.client),
-        expectedFingerprint: head.fingerprint
-      })
+      const { client, worker } = yield* threeNodes
       const before = yield* counted("alknet_calls_total", { operation: "container/hang", code: "ABORTED" })
       const fiber = yield* Effect.fork(client.call("head/hang", { peer: "worker-a", cmd: "x" }))
       yield* Deferred.await(worker.probe.started)
