@@ -5,16 +5,13 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Redacted, Schema, Scope } from "effect"
-import * as Https from "node:https"
 import * as Net from "node:net"
-import * as Tls from "node:tls"
 import { WebSocket as RawWebSocket } from "ws"
 import * as CallClient from "../../../src/layers/Client.js"
 import * as Node from "../../../src/layers/Node.js"
-import * as TlsIdentity from "../../../src/services/Tls.js"
 import * as IdentityStore from "../../../src/services/IdentityStore.js"
 import * as Operation from "../../../src/services/Operation.js"
-import { post } from "../../shared/http.js"
+import { httpsPost, post } from "../../shared/http.js"
 
 const hello = Operation.query({
   name: "demo/hello",
@@ -49,25 +46,6 @@ const upgradeStatus = (url: string) =>
     })
     ws.once("error", (error) => resume(Effect.die(error)))
     return Effect.sync(() => ws.terminate())
-  })
-
-/** An https POST that reads the server's certificate instead of CA-checking it: its fingerprint and the answer. */
-const httpsPost = (url: string, body: unknown) =>
-  Effect.async<{ status: number; body: any; fingerprint: string }>((resume) => {
-    const req = Https.request(url, { method: "POST", rejectUnauthorized: false, headers: { "content-type": "application/json" } }, (res) => {
-      const raw = (res.socket as Tls.TLSSocket).getPeerCertificate().raw
-      let text = ""
-      res.setEncoding("utf8")
-      res.on("data", (chunk: string) => (text += chunk))
-      res.on("end", () =>
-        resume(Effect.succeed({
-          status: res.statusCode ?? 0,
-          body: JSON.parse(text),
-          fingerprint: TlsIdentity.fingerprint(raw).pipe((o) => (o._tag === "Some" ? o.value : ""))
-        })))
-    })
-    req.on("error", (error) => resume(Effect.die(error)))
-    req.end(JSON.stringify(body))
   })
 
 describe("the HTTP gateway on its own listener", () => {

@@ -8,12 +8,11 @@ import { describe, expect, it } from "@effect/vitest"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import { Effect, Fiber, Queue, Redacted, Schema } from "effect"
-import * as Https from "node:https"
 import * as Node from "../../../src/layers/Node.js"
 import * as CallClient from "../../../src/services/CallClient.js"
 import * as IdentityStore from "../../../src/services/IdentityStore.js"
 import * as Operation from "../../../src/services/Operation.js"
-import { post } from "../../shared/http.js"
+import { httpsPost, post } from "../../shared/http.js"
 import * as Tls from "../../../src/services/Tls.js"
 
 const hello = Operation.query({
@@ -25,24 +24,6 @@ const hello = Operation.query({
 })
 
 const httpOf = (wsUrl: string) => wsUrl.replace(/^ws/, "http")
-
-/** An https request that does not CA-check the node's self-signed certificate, optionally with a client certificate. */
-const httpsPost = (url: string, body: unknown, client?: Tls.TlsCredentials, token?: string) =>
-  Effect.async<{ status: number; headers: Record<string, unknown>; body: any }>((resume) => {
-    const req = Https.request(url, {
-      method: "POST",
-      rejectUnauthorized: false,
-      headers: { "content-type": "application/json", ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-      ...(client === undefined ? {} : { cert: client.certificatePem, key: Redacted.value(client.privateKeyPem) })
-    }, (res) => {
-      let text = ""
-      res.setEncoding("utf8")
-      res.on("data", (chunk: string) => (text += chunk))
-      res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(text) })))
-    })
-    req.on("error", (error) => resume(Effect.die(error)))
-    req.end(JSON.stringify(body))
-  })
 
 describe("Node with the HTTP gateway", () => {
   it.live("one port: HTTP calls with the node's API keys, and the call protocol over WebSocket", () =>
@@ -95,14 +76,14 @@ describe("Node with the HTTP gateway", () => {
       yield* store.putPeer({ peer_id: "alice", fingerprints: [client.fingerprint], scopes: ["demo"], resources: {}, enabled: true })
 
       expect(yield* httpsPost(`${url}/call/demo/hello`, { name: "anon" })).toMatchObject({ status: 401 })
-      expect(yield* httpsPost(`${url}/call/demo/hello`, { name: "alice" }, client)).toMatchObject({ status: 200, body: { output: "hello, alice" } })
+      expect(yield* httpsPost(`${url}/call/demo/hello`, { name: "alice" }, { client })).toMatchObject({ status: 200, body: { output: "hello, alice" } })
 
       // Three unknown tokens from 127.0.0.1 (max_auth_failures_per_ip = 3): the address cools down, for every client.
       for (let i = 0; i < 3; i++) {
         // An unknown token is anonymous: the call is answered, and the failure counted.
-        expect(yield* httpsPost(`${url}/call`, { operation: "node/ping" }, undefined, `alk_guess-${i}`)).toMatchObject({ status: 200 })
+        expect(yield* httpsPost(`${url}/call`, { operation: "node/ping" }, { token: `alk_guess-${i}` })).toMatchObject({ status: 200 })
       }
-      const refused = yield* httpsPost(`${url}/call/demo/hello`, { name: "alice" }, client)
+      const refused = yield* httpsPost(`${url}/call/demo/hello`, { name: "alice" }, { client })
       expect(refused).toMatchObject({ status: 429, body: { code: "TOO_MANY_REQUESTS" } })
       expect(Number(refused.headers["retry-after"])).toBeGreaterThan(590)
     }).pipe(
