@@ -123,7 +123,14 @@ interface Served {
   timedOut: boolean
 }
 
-/** The items of an outgoing subscription, bounded: a full mailbox makes the transport stop reading. */
+/**
+ * The items of an outgoing subscription, bounded: a full mailbox makes the transport stop reading.
+ *
+ * Hot path (a read of one datagram can carry a thousand items): an offer allocates nothing beyond its place in the
+ * buffer — a full mailbox answers with the one `waitForSpace` effect it owns — and a waiting consumer is resumed with
+ * `pollLater`, which takes the items when the consumer runs, so everything the transport pushed meanwhile (the rest
+ * of that read) arrives as one chunk.
+ */
 class Mailbox {
   private items: Array<unknown> = []
   /** `null` while open; then the end: `None` completed, `Some` failed. */
@@ -141,13 +148,14 @@ class Mailbox {
     if (this.end !== null) return undefined
     this.items.push(item)
     this.wake()
-    if (this.items.length < this.capacity) return undefined
-    return Effect.async<void>((resume) => {
-      if (this.items.length < this.capacity || this.end !== null) return resume(Effect.void)
-      const go = () => resume(Effect.void)
-      this.space.push(go)
-    })
+    return this.items.length < this.capacity ? undefined : this.waitForSpace
   }
+
+  /** Resumes once the consumer took the items (or the mailbox ended). */
+  private readonly waitForSpace: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.items.length < this.capacity || this.end !== null) return resume(Effect.void)
+    this.space.push(() => resume(Effect.void))
+  })
 
   finish(error: CallError.CallError | undefined): void {
     if (this.end !== null) return
@@ -171,6 +179,10 @@ class Mailbox {
     })
   })
 
+  /** What a woken consumer runs: the items (or the end) as of when it runs. */
+  private readonly pollLater: Effect.Effect<Chunk.Chunk<unknown>, Option.Option<CallError.CallError>> = Effect
+    .suspend(() => this.poll() ?? this.take)
+
   private poll(): Effect.Effect<Chunk.Chunk<unknown>, Option.Option<CallError.CallError>> | undefined {
     if (this.items.length > 0) {
       const chunk = Chunk.unsafeFromArray(this.items)
@@ -185,10 +197,8 @@ class Mailbox {
   private wake(): void {
     const taker = this.taker
     if (taker === undefined) return
-    const pulled = this.poll()
-    if (pulled === undefined) return
     this.taker = undefined
-    taker(pulled)
+    taker(this.pollLater)
   }
 
   private release(): void {
