@@ -364,9 +364,9 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
       if (perCall && !channels.has(channel)) channel.close()
     }
     // Refusals are built once per connection: a flood of them costs no allocation beyond its envelopes.
-    const overloadedPayload = CallError.overloaded(
+    const overloadedPayload = CallError.overloadedPayload(
       `too many calls in flight on this connection (limit ${maxInFlight}); retry later`
-    ).toPayload()
+    )
 
     /** An output that cannot be encoded (not JSON, too large) becomes INTERNAL for the caller and stops the call. */
     const onWriteFailure = (channel: Channel, id: string) => (error: TransportError): Effect.Effect<void> =>
