@@ -16,10 +16,17 @@ export type { ConnectOptions, EndpointOptions } from "./Quic.js"
 export { defaultTuning } from "./Tuning.js"
 export type { Tuning } from "./Tuning.js"
 
-/** Load the implementation once (the module cache keeps it); a platform without the addon gets a typed error. */
-const load = (reason: "Bind" | "Connect") =>
-  Effect.tryPromise({
-    try: () => import("./Quic.js"),
+/** The implementation once loaded: later calls take it as is (a dynamic `import()` costs a loader round trip each time). */
+let loaded: typeof Quic | undefined
+
+/** Load the implementation once; a platform without the addon gets a typed error. */
+const load = (reason: "Bind" | "Connect"): Effect.Effect<typeof Quic, EndpointError.EndpointError> =>
+  loaded !== undefined ? Effect.succeed(loaded) : Effect.tryPromise({
+    try: () =>
+      import("./Quic.js").then((quic) => {
+        loaded = quic
+        return quic
+      }),
     catch: (error) =>
       EndpointError.make(
         reason,
