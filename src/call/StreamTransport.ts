@@ -50,6 +50,7 @@ const FINISHED = TransportError.closed("stream already finished")
 /** How long a closed stream may wait for the peer's FIN before it is reset (the FIN may never come). */
 const LINGER_MS = 2000
 
+/** Its operations are prototype methods: a channel per call allocates no closures beyond `wake`. */
 class StreamChannel implements Channel {
   /** The engine is done with it (closed or reset): nothing more is reported. */
   done = false
@@ -87,26 +88,27 @@ class StreamChannel implements Channel {
     }
   }
 
-  write = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
+  write(envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> {
     if (this.last !== "none") return this.writeAfterLast(envelopes)
     const bytes = this.encode(envelopes)
     return bytes instanceof Uint8Array ? this.stream.write(bytes) : Effect.fail(bytes)
   }
 
   /** A query's request: its FIN leaves with it (one datagram), and the callee's stream is complete once it answered. */
-  writeLast = (envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> => {
+  writeLast(envelopes: ReadonlyArray<EventEnvelope>): Effect.Effect<void, TransportError.TransportError> {
     if (this.last !== "none" || this.writeEnded) return this.write(envelopes)
     const bytes = this.encode(envelopes)
     if (!(bytes instanceof Uint8Array)) return Effect.fail(bytes)
     this.last = "writing"
     this.writeEnded = true
-    return Effect.zipRight(this.stream.write(bytes), this.lastSent)
+    return Effect.zipRight(
+      this.stream.write(bytes),
+      Effect.suspend(() => {
+        this.last = "sent"
+        return this.stream.end
+      })
+    )
   }
-
-  private readonly lastSent = Effect.suspend(() => {
-    this.last = "sent"
-    return this.stream.end
-  })
 
   /**
    * What follows a `writeLast` (the caller's `call.aborted`) cannot follow the FIN: it goes on a new stream (SPEC §4:
@@ -121,11 +123,11 @@ class StreamChannel implements Channel {
     return this.reopen === undefined ? Effect.fail(FINISHED) : Effect.flatMap(this.reopen, (channel) => channel.writeLast(envelopes))
   }
 
-  post = (envelopes: ReadonlyArray<EventEnvelope>): void => {
+  post(envelopes: ReadonlyArray<EventEnvelope>): void {
     this.fork(Effect.ignore(this.write(envelopes)))
   }
 
-  close = (): void => {
+  close(): void {
     if (this.done) return
     this.done = true
     // FIN our side (a caller's went with its request). The peer's FIN normally follows at once (it finishes when it
@@ -142,7 +144,7 @@ class StreamChannel implements Channel {
     }
   }
 
-  reset = (): void => {
+  reset(): void {
     if (this.done && !this.lingering.has(this)) return
     this.done = true
     this.writeEnded = true
