@@ -69,12 +69,33 @@ export const decodeEnvelope = (bytes: Uint8Array): EventEnvelope => {
  */
 const stringifyEnvelope = (envelope: EventEnvelope): string | undefined => {
   const payload = envelope.payload
-  if (envelope.type === "call.responded" && Object.keys(payload).length === 1 && "output" in payload) {
+  if (envelope.type === "call.responded" && onlyOutput(payload)) {
     const output = JSON.stringify(payload.output)
     if (output === undefined) return JSON.stringify(envelope)
-    return `{"type":"call.responded","id":${JSON.stringify(envelope.id)},"payload":{"output":${output}}}`
+    return respondedPrefix(envelope.id) + output + "}}"
   }
   return JSON.stringify(envelope)
+}
+
+/** Whether `payload` has exactly one key, `output` (without building the array of its keys). */
+const onlyOutput = (payload: object): boolean => {
+  let keys = 0
+  for (const key in payload) {
+    if (key !== "output") return false
+    keys++
+  }
+  return keys === 1
+}
+
+/** The JSON of a `call.responded` up to its output; the last one is kept (a subscription's items share their id). */
+let lastId: string | undefined
+let lastPrefix = ""
+const respondedPrefix = (id: string): string => {
+  if (id !== lastId) {
+    lastPrefix = `{"type":"call.responded","id":${JSON.stringify(id)},"payload":{"output":`
+    lastId = id
+  }
+  return lastPrefix
 }
 
 const stringify = (envelope: EventEnvelope): string => {
