@@ -24,7 +24,7 @@
  * outgoing call with INTERNAL "connection closed". Interrupting an outgoing call (or a subscription consumer that
  * stops early) sends `call.aborted` for it.
  */
-import { Chunk, Clock, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Redacted, Runtime, Stream } from "effect"
+import { Chunk, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Redacted, Runtime, Stream } from "effect"
 import type { Tracer } from "effect"
 import type { Scope } from "effect"
 import * as CallError from "../errors/CallError.js"
@@ -411,18 +411,17 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
     ): Effect.Effect<void, CallError.CallError> => {
       if (Option.isNone(deadline)) return effect
       const at = deadline.value
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if (at <= now) return Effect.fail(CallError.timeout())
-        const cancel = deadlines.add(at, () => {
-          served.timedOut = true
-          served.fiber?.unsafeInterruptAsFork(FiberId.none)
-        })
-        return Effect.onExit(effect, (exit) => {
-          cancel()
-          if (!served.timedOut || !Exit.isInterrupted(exit)) return Effect.void
-          outcome.code = "TIMEOUT"
-          return Effect.ignore(write(channel, [errorEnvelope(id, CallError.timeout())]))
-        })
+      // the connection's clock (the served fibers' own), read at once: no effect per call for it
+      if (at <= clock.unsafeCurrentTimeMillis()) return Effect.fail(CallError.timeout())
+      const cancel = deadlines.add(at, () => {
+        served.timedOut = true
+        served.fiber?.unsafeInterruptAsFork(FiberId.none)
+      })
+      return Effect.onExit(effect, (exit) => {
+        cancel()
+        if (!served.timedOut || !Exit.isInterrupted(exit)) return Effect.void
+        outcome.code = "TIMEOUT"
+        return Effect.ignore(write(channel, [errorEnvelope(id, CallError.timeout())]))
       })
     }
 
