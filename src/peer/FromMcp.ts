@@ -22,6 +22,7 @@ import { Clock, Effect, Option, Redacted, Schema } from "effect"
 import type { Scope } from "effect"
 import * as AdapterError from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
+import * as Tracing from "../observability/Tracing.js"
 import * as Operation from "../services/Operation.js"
 import type { OperationAdapter } from "../services/OperationAdapter.js"
 
@@ -103,17 +104,22 @@ const forwarder = (remote: McpRemote, tool: string): Operation.Handler => ({
       const now = yield* Clock.currentTimeMillis
       const timeout = Option.map(ctx.deadline, (deadline) => deadline - now)
       if (Option.isSome(timeout) && timeout.value <= 0) return yield* CallError.timeout()
-      const result = yield* Effect.tryPromise({
-        try: (signal) =>
-          remote.client.callTool(
-            { name: tool, arguments: (input ?? {}) as Record<string, unknown> },
-            undefined,
-            { signal, ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}) }
-          ),
-        catch: (error) =>
-          /timed out/i.test(describe(error))
-            ? CallError.timeout()
-            : CallError.internal(`MCP server ${remote.url}: tools/call ${tool} failed: ${describe(error)}`)
+      // The call continues the caller's trace: `traceparent` / `tracestate` in the request's `_meta` (MCP's names).
+      const result = yield* Tracing.around(ctx.operation, "client", (span) => {
+        const meta: Record<string, unknown> = {}
+        if (span !== undefined) Tracing.inject(meta, span)
+        return Effect.tryPromise({
+          try: (signal) =>
+            remote.client.callTool(
+              { name: tool, arguments: (input ?? {}) as Record<string, unknown>, ...(span === undefined ? {} : { _meta: meta }) },
+              undefined,
+              { signal, ...(Option.isSome(timeout) ? { timeout: timeout.value } : {}) }
+            ),
+          catch: (error) =>
+            /timed out/i.test(describe(error))
+              ? CallError.timeout()
+              : CallError.internal(`MCP server ${remote.url}: tools/call ${tool} failed: ${describe(error)}`)
+        })
       })
       if (result.isError === true) {
         const text = Array.isArray(result.content)

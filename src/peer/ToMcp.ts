@@ -38,8 +38,11 @@ export interface Backend {
    * (FORBIDDEN, as `POST /call` would) rather than the tool mapping.
    */
   readonly external: () => Iterable<Operation.OperationSpec>
-  /** Call an operation through the node's dispatch (interrupted when `signal` aborts: the client went away). */
-  readonly call: (operation: string, input: unknown, signal: AbortSignal) => Promise<Outcome>
+  /**
+   * Call an operation through the node's dispatch (interrupted when `signal` aborts: the client went away). `meta` is
+   * the tool call's `_meta`: a `traceparent` / `tracestate` there continues the client's trace.
+   */
+  readonly call: (operation: string, input: unknown, signal: AbortSignal, meta?: Record<string, unknown>) => Promise<Outcome>
 }
 
 export interface Options {
@@ -192,13 +195,14 @@ export const makeServer = (backend: Backend | ((extra: RequestExtra) => Backend)
     const backend = backendOf(extra)
     const args: JsonObject = request.params.arguments ?? {}
     const signal = extra.signal
+    const meta = request.params._meta
     if (mode === "operations") {
       const found = operationTools(backend.external()).get(request.params.name)
       if (found === undefined) {
         return errorResult({ code: "NOT_FOUND", message: `tool not found: ${request.params.name.slice(0, 200)}`, retryable: false })
       }
       const input = found.wrapped ? (args.input ?? null) : args
-      const outcome = await backend.call(found.operation, input, signal)
+      const outcome = await backend.call(found.operation, input, signal, meta)
       if (!outcome.ok) return errorResult(outcome.error)
       return found.structured && isObject(outcome.output)
         ? { content: text(outcome.output), structuredContent: outcome.output }
@@ -221,7 +225,7 @@ export const makeServer = (backend: Backend | ((extra: RequestExtra) => Backend)
       }
       case "call": {
         if (typeof args.operation !== "string") return invalidArguments("missing required field: operation")
-        const outcome = await backend.call(args.operation, args.input ?? null, signal)
+        const outcome = await backend.call(args.operation, args.input ?? null, signal, meta)
         return outcome.ok ? { content: text(outcome.output) } : errorResult(outcome.error)
       }
       case "batch": {
@@ -233,7 +237,7 @@ export const makeServer = (backend: Backend | ((extra: RequestExtra) => Backend)
           if (!isObject(c) || typeof c.operation !== "string") {
             return { result: "error", error: { code: "INVALID_INPUT", message: "missing required field: operation", retryable: false } }
           }
-          const outcome = await backend.call(c.operation, c.input ?? null, signal)
+          const outcome = await backend.call(c.operation, c.input ?? null, signal, meta)
           return outcome.ok ? { result: "ok", output: outcome.output } : { result: "error", error: outcome.error }
         }))
         return { content: text({ results }) }

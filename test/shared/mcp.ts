@@ -13,8 +13,11 @@ import { listen } from "./http.js"
 
 export const TOKEN = "s3cret-mcp-token"
 
-/** The MCP server: `add` (structured), `fail` (isError), `wait` (until cancelled). */
-export const mcpServer = (cancelled: Deferred.Deferred<void>): Effect.Effect<string, never, Scope.Scope> =>
+/** The MCP server: `add` (structured), `fail` (isError), `wait` (until cancelled); `seen` gets each call's `_meta`. */
+export const mcpServer = (
+  cancelled: Deferred.Deferred<void>,
+  seen: Array<unknown> = []
+): Effect.Effect<string, never, Scope.Scope> =>
   Effect.gen(function*() {
     const makeServer = () => {
       const server = new Server({ name: "math", version: "1.0.0" }, { capabilities: { tools: {} } })
@@ -32,6 +35,7 @@ export const mcpServer = (cancelled: Deferred.Deferred<void>): Effect.Effect<str
       }))
       server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
         const args = (request.params.arguments ?? {}) as { a?: number; b?: number }
+        seen.push(request.params._meta)
         switch (request.params.name) {
           case "add": {
             const sum = (args.a ?? 0) + (args.b ?? 0)

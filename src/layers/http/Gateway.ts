@@ -748,8 +748,11 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
       Promise.all([import("../../peer/ToMcp.js"), import("@modelcontextprotocol/sdk/server/streamableHttp.js")])
     )
     /** One call for the MCP server: a fiber of the gateway, interrupted when the SDK aborts the request. */
-    const callFor = (caller: Caller) => (operation: string, input: unknown, signal: AbortSignal): Promise<ToMcpOutcome> => {
-      const fiber = runFork(callOne(caller, { operation, input, timeoutMs: undefined }, crypto.randomUUID()).pipe(
+    const callFor = (caller: Caller) =>
+    (operation: string, input: unknown, signal: AbortSignal, meta?: Record<string, unknown>): Promise<ToMcpOutcome> => {
+      // A tool call's `_meta.traceparent` (MCP's trace context) wins over the HTTP request's header.
+      const trace = (meta === undefined ? undefined : Tracing.parse(meta.traceparent, meta.tracestate)) ?? caller.trace
+      const fiber = runFork(callOne({ ...caller, trace }, { operation, input, timeoutMs: undefined }, crypto.randomUUID()).pipe(
         Effect.match({
           onSuccess: (output): ToMcpOutcome => ({ ok: true, output }),
           onFailure: (error): ToMcpOutcome => ({ ok: false, error: error.toPayload() })
