@@ -22,6 +22,7 @@ import { native } from "@matrixai/quic"
 import type { Config, Connection as NativeConnection, ConnectionError } from "@matrixai/quic/native/types.js"
 import { randomBytes } from "node:crypto"
 import * as dgram from "node:dgram"
+import type { Tuning } from "./Tuning.js"
 
 const quiche = native.quiche
 const CID_LEN = 20
@@ -945,22 +946,13 @@ export const connect = async (
  * certificate connects and one with a self-signed certificate is refused. A server therefore either requires a
  * certificate (accepting any) or asks for none.
  */
-export const makeConfig = (options: {
+export const makeConfig = (options: Tuning & {
   readonly key: string
   readonly cert: string
   readonly ca?: string | undefined
   readonly verifyPeer: boolean
   readonly allowAnyCertificate: boolean
   readonly alpns: ReadonlyArray<string>
-  readonly maxIdleTimeout: number
-  readonly maxRecvUdpPayloadSize: number
-  readonly maxSendUdpPayloadSize: number
-  readonly initialMaxData: number
-  readonly initialMaxStreamDataBidiLocal: number
-  readonly initialMaxStreamDataBidiRemote: number
-  readonly initialMaxStreamsBidi: number
-  readonly maxConnectionWindow: number
-  readonly maxStreamWindow: number
 }): Config => {
   const encoder = new TextEncoder()
   const config = quiche.Config.withBoringSslCtx(
