@@ -7,7 +7,7 @@
  */
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
-import { Config, Effect, Either, identity, Option, Schedule } from "effect"
+import { Config, Effect, identity, Option, Schedule } from "effect"
 import * as dgram from "node:dgram"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
@@ -17,7 +17,6 @@ import type { NodeInfo } from "../layers/Node.js"
 import * as NodeHome from "../layers/NodeHome.js"
 import * as Logs from "../observability/Logs.js"
 import * as Shutdown from "./shutdown.js"
-import * as NodeConfig from "../schema/Config.js"
 import type { ListenAddress, TelemetryConfig } from "../schema/Config.js"
 import * as Demo from "./demo.js"
 import { CliError, signalEndsNormally, usage } from "./errors.js"
@@ -167,14 +166,6 @@ const reloadOnSighup = Effect.gen(function*() {
   )
 })
 
-/** What the node reads of its config before it starts: `drain_timeout_ms` (default 2 s) and `telemetry`. */
-const readStartup = async (home: string): Promise<{ drainTimeout: number; telemetry: TelemetryConfig | undefined }> => {
-  const text = await fs.readFile(NodeHome.configPath(home), "utf8").catch(() => "{}")
-  // An invalid config fails the node's start with its own clear message; here it only means defaults.
-  const config = Either.getOrUndefined(NodeConfig.decode(text))
-  return { drainTimeout: config?.drain_timeout_ms ?? 2000, telemetry: config?.telemetry }
-}
-
 const otelVariables = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_HEADERS"] as const
 
 /**
@@ -207,10 +198,10 @@ export const command = Command.make(
         if (!found) yield* initHome({ home, words: 24, mnemonicStdin: false, storeMnemonic: true }, Io.err)
       }
       yield* NodeHome.requireHome(home)
-      // The log format: the flag, else the config's (an unreadable config fails below, with its own message).
-      const format = Option.isSome(o.logFormat)
-        ? o.logFormat.value
-        : Option.match(yield* Effect.option(Home.config(home)), { onNone: () => "pretty" as const, onSome: (c) => c.log_format })
+      // What the node needs before it starts: the log format (the flag wins), the drain timeout, telemetry. An invalid
+      // config means defaults here; the node's start then fails with its own message.
+      const config = Option.getOrUndefined(yield* Effect.option(Home.config(home)))
+      const format = Option.getOrElse(o.logFormat, () => config?.log_format ?? "pretty")
       yield* Effect.locallyScoped(Logs.currentFormat, format)
       // One node per home: a second one would take over the run file and remove it when it stops.
       yield* Lock.acquire(home)
@@ -226,8 +217,7 @@ export const command = Command.make(
         ...(o.demo ? { operations: Demo.operations((line) => Io.err(`demo: ${line}`)) } : {}),
         ...(Option.isSome(mnemonic) ? { mnemonic: mnemonic.value } : {})
       })
-      const startup = yield* Effect.promise(() => readStartup(home))
-      const telemetry = yield* telemetryLayer(startup.telemetry)
+      const telemetry = yield* telemetryLayer(config?.telemetry)
       let started = false
       yield* Effect.gen(function*() {
         const node = yield* Node.Node
@@ -236,7 +226,7 @@ export const command = Command.make(
           yield* Io.out(`alknet node ${node.fingerprint} listening ${transport.address}`)
         }
         yield* writeRunFile(home, { pid: process.pid, fingerprint: node.fingerprint, transports: node.transports })
-        yield* Effect.sync(() => Shutdown.setDrainTimeout(startup.drainTimeout))
+        yield* Effect.sync(() => Shutdown.setDrainTimeout(config?.drain_timeout_ms ?? 2000))
         if (Option.isSome(telemetry)) {
           yield* Io.err(`alknet node: exporting traces, metrics and logs to ${telemetry.value.options.endpoint} (OTLP/HTTP)`)
         }
