@@ -442,7 +442,7 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
           ? Effect.fail(CallError.invalidInput("missing required field: operationId"))
           : Effect.flatMap(identify(token), (identity) => {
             if (span !== undefined) {
-              if (Option.isSome(identity)) span.attribute("alknet.caller", identity.value.id)
+              Tracing.caller(span, identity)
               span.attribute("alknet.request.bytes", Tracing.jsonBytes(payload.input))
             }
             if (options.admit !== undefined) {
@@ -469,23 +469,19 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
               }
             )
           })
-      const body = ({ outcome, span }: Served.Call) => {
-        const failed = (error: CallError.CallError) => {
-          outcome.code = error.code
-          outcome.error = error
-        }
-        return run(span, outcome).pipe(
+      const body = ({ outcome, span }: Served.Call) =>
+        run(span, outcome).pipe(
           Effect.catchAll((error): Effect.Effect<void> => {
             if (error._tag === "CloseConnection") {
               outcome.code = "CLOSED"
               return Effect.zipRight(warnOnce("auth", `closing the connection: ${error.reason}`), Effect.forkDaemon(shutdown))
             }
-            failed(error)
+            Tracing.failed(outcome, error)
             return Effect.ignore(write(channel, [errorEnvelope(id, error)]))
           }),
           Effect.catchAllDefect((defect) => {
             // a defect outside any handler (an identity hook, a source): answer INTERNAL, log it once here
-            failed(CallError.internal("internal error"))
+            Tracing.failed(outcome, CallError.internal("internal error"))
             return Effect.zipRight(
               warnOnce(
                 "defect",
@@ -495,7 +491,6 @@ export const make = (transport: CallTransport, options: Options = {}): Effect.Ef
             )
           })
         )
-      }
       const label = Served.labelOf(name, (n) => dispatcher.source.lookup(n) !== undefined)
       const traceParent = payload.traceparent === undefined ? undefined : Tracing.parse(payload.traceparent, payload.tracestate)
       return Served.served(label, traceParent, body, () => {

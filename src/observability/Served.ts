@@ -47,11 +47,10 @@ class Observed implements Call, Tracing.Outcome {
       if (Cause.isInterruptedOnly(exit.cause)) this.code = "ABORTED"
       else {
         const failure = Cause.failureOption(exit.cause)
-        const error = Option.isSome(failure) && failure.value instanceof CallError.CallError
-          ? failure.value
-          : CallError.internal("internal error")
-        this.code = error.code
-        this.error = error
+        Tracing.failed(
+          this,
+          Option.isSome(failure) && failure.value instanceof CallError.CallError ? failure.value : CallError.internal("internal error")
+        )
       }
     }
     if (this.span !== undefined) Tracing.finish(this.span, this, exit, this.clock.unsafeCurrentTimeNanos())

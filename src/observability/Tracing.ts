@@ -95,6 +95,17 @@ export interface Outcome {
   error: CallError | undefined
 }
 
+/** Record that a served call ended with `error`. */
+export const failed = (outcome: Outcome, error: CallError): void => {
+  outcome.code = error.code
+  outcome.error = error
+}
+
+/** Name a served call's caller on its span (its identity id: a peer id, fingerprint or key prefix, never a token). */
+export const caller = (span: Tracer.Span | undefined, identity: Option.Option<{ readonly id: string }>): void => {
+  if (span !== undefined && Option.isSome(identity)) span.attribute("alknet.caller", identity.value.id)
+}
+
 /**
  * The server span of one served call, named after its operation: a child of `parent` (the caller's span from the wire
  * or an HTTP header) or a new root; `undefined` with tracing off. End it with `finish`.

@@ -401,7 +401,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
     ): Effect.Effect<unknown, CallError.CallError> =>
       Served.served(labelOf(request.operation), caller.trace, (call) =>
         Effect.flatMap(limits, (l) => {
-          if (call.span !== undefined && Option.isSome(caller.identity)) call.span.attribute("alknet.caller", caller.identity.value.id)
+          Tracing.caller(call.span, caller.identity)
           const release = acquire(caller, l.maxInFlightPerCaller)
           if (release === undefined) {
             return Effect.fail(CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`))
@@ -449,11 +449,10 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
         // Observed until the request's scope closes: after the last event, or when the client went away (ABORTED).
         const call = yield* Served.servedScoped(labelOf(request.operation), caller.trace)
         const refuse = (error: CallError.CallError) => {
-          call.outcome.code = error.code
-          call.outcome.error = error
+          Tracing.failed(call.outcome, error)
           return errorResponse(error, caller, request.operation, requestId)
         }
-        if (call.span !== undefined && Option.isSome(caller.identity)) call.span.attribute("alknet.caller", caller.identity.value.id)
+        Tracing.caller(call.span, caller.identity)
         const release = acquire(caller, l.maxInFlightPerCaller)
         if (release === undefined) {
           return refuse(CallError.overloaded(`too many calls in flight for this caller (limit ${l.maxInFlightPerCaller})`))
@@ -488,8 +487,7 @@ export const make = (options: Options): Effect.Effect<Gateway, never, Scope.Scop
           }),
           Stream.concat(Stream.succeed(encoder.encode(sseEvent("completed", "{}")))),
           Stream.catchAll((error) => {
-            call.outcome.code = error.code
-            call.outcome.error = error
+            Tracing.failed(call.outcome, error)
             return Stream.succeed(encoder.encode(sseEvent("error", JSON.stringify(error.toPayload()))))
           })
         )
