@@ -23,6 +23,7 @@ import type { Scope } from "effect"
 import * as AdapterError from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
 import * as Tracing from "../observability/Tracing.js"
+import { isObject } from "../schema/JsonSchema.js"
 import * as Operation from "../services/Operation.js"
 import type { OperationAdapter } from "../services/OperationAdapter.js"
 
@@ -89,9 +90,6 @@ const toolError = Operation.error({
   description: "the MCP tool reported an error; details.content is what it said",
   httpStatus: 502
 })
-
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
 
 /** The forwarding handler of one tool. */
 const forwarder = (remote: McpRemote, tool: string): Operation.Handler => ({

@@ -25,6 +25,7 @@ import * as AdapterError from "../errors/AdapterError.js"
 import * as CallError from "../errors/CallError.js"
 import * as Tracing from "../observability/Tracing.js"
 import * as Json from "../schema/Json.js"
+import { isObject, type JsonObject } from "../schema/JsonSchema.js"
 import * as Operation from "../services/Operation.js"
 import type { OperationAdapter } from "../services/OperationAdapter.js"
 
@@ -51,11 +52,6 @@ export type FromOpenApiOptions =
     | { readonly visibility?: "internal" }
     | { readonly visibility: "external"; readonly access: Operation.AccessControlInput }
   )
-
-type JsonObject = Record<string, unknown>
-
-const isObject = (value: unknown): value is JsonObject =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
 
 const METHODS = ["get", "put", "post", "delete", "patch", "head", "options"] as const
 

@@ -20,6 +20,7 @@
 import { Server } from "@modelcontextprotocol/sdk/server/index.js"
 import { CallToolRequestSchema, ListToolsRequestSchema } from "@modelcontextprotocol/sdk/types.js"
 import type { CallToolResult, Tool } from "@modelcontextprotocol/sdk/types.js"
+import { isObject, type JsonObject, withoutIds } from "../schema/JsonSchema.js"
 import type * as Operation from "../services/Operation.js"
 
 export type Mode = "operations" | "generic"
@@ -53,31 +54,8 @@ export interface Options {
   readonly version?: string
 }
 
-type JsonObject = Record<string, unknown>
-
-const isObject = (value: unknown): value is JsonObject =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
-/** Keywords whose value maps names (not keywords) to schemas. */
-const SCHEMA_MAPS = new Set(["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"])
-
-/** A copy of a JSON Schema without `$id` / `$schema`. */
-export const withoutIds = (schema: unknown): unknown => {
-  if (Array.isArray(schema)) return schema.map(withoutIds)
-  if (!isObject(schema)) return schema
-  const out: JsonObject = {}
-  for (const [key, value] of Object.entries(schema)) {
-    if (key === "$id" || key === "$schema") continue
-    if (SCHEMA_MAPS.has(key) && isObject(value)) {
-      const map: JsonObject = {}
-      for (const [name, sub] of Object.entries(value)) map[name] = withoutIds(sub)
-      out[key] = map
-    } else {
-      out[key] = withoutIds(value)
-    }
-  }
-  return out
-}
+/** Still exported here, as before: the copy of a JSON Schema without `$id` / `$schema` (now in `schema/JsonSchema.ts`). */
+export { withoutIds }
 
 const isObjectSchema = (schema: JsonObject) => schema.type === "object"
 

@@ -20,6 +20,7 @@
 import { Option } from "effect"
 import type { OperationSource } from "../call/Dispatcher.js"
 import type { Identity } from "../schema/Identity.js"
+import { isObject, type JsonObject, withoutIds } from "../schema/JsonSchema.js"
 import * as Operation from "../services/Operation.js"
 
 export interface Options {
@@ -36,33 +37,9 @@ export interface Options {
   readonly all?: boolean
 }
 
-type JsonObject = Record<string, unknown>
-
-const isObject = (value: unknown): value is JsonObject =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
-/** Keywords whose value is a map from names (not keywords) to schemas. */
-const SCHEMA_MAPS = new Set(["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"])
-
-/** A copy of `schema` without `$id`s and with `#/$defs/X` refs renamed through `rename`. */
-const rewrite = (schema: unknown, rename: (name: string) => string): unknown => {
-  if (Array.isArray(schema)) return schema.map((s) => rewrite(s, rename))
-  if (!isObject(schema)) return schema
-  const out: JsonObject = {}
-  for (const [key, value] of Object.entries(schema)) {
-    if (key === "$id" || key === "$schema") continue
-    if (key === "$ref" && typeof value === "string" && value.startsWith("#/$defs/")) {
-      out[key] = `#/components/schemas/${rename(decodeURIComponent(value.slice("#/$defs/".length)))}`
-    } else if (SCHEMA_MAPS.has(key) && isObject(value)) {
-      const map: JsonObject = {}
-      for (const [name, sub] of Object.entries(value)) map[name] = rewrite(sub, rename)
-      out[key] = map
-    } else {
-      out[key] = isObject(value) || Array.isArray(value) ? rewrite(value, rename) : value
-    }
-  }
-  return out
-}
+/** A copy of `schema` without `$id`s and with `#/$defs/X` refs renamed through `rename` into the components. */
+const rewrite = (schema: unknown, rename: (name: string) => string): unknown =>
+  withoutIds(schema, (name) => `#/components/schemas/${rename(name)}`)
 
 const componentName = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, "_") || "Schema"
 
